@@ -1,0 +1,18 @@
+"""The one error type every reader, writer and validator raises on bad input.
+
+Its message is always one line, ``<file>: <cause>``, so the CLI can print it as is
+and a person knows which file to look at and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SchemaError(ValueError):
+    """Bad input in a file (or an object about to be written to one)."""
+
+    def __init__(self, source: str | Path, cause: str):
+        self.source = str(source)
+        self.cause = " ".join(str(cause).split())  # one line, always
+        super().__init__(f"{self.source}: {self.cause}")

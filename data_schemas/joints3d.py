@@ -1,0 +1,88 @@
+"""Triangulated 3D joints of one sequence: ``sequences/<seq>/joints3d.h5``.
+
+HDF5 tree (format ``handdiffuse.joints3d``, version 1)::
+
+    /  attrs: format, version, fps, method (e.g. "dlt", "robust")
+    frames        (F,)         int64    frame indices
+    joints        (F, 42, 3)   float32  metres, world frame of the calibration;
+                                        NaN where fewer than 2 cameras support the point
+    reproj_error  (F, 42)      float32  mean reprojection error over the supporting cameras, px
+    n_cameras     (F, 42)      int16    cameras that support the point
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_schemas import h5io
+from data_schemas.checks import check_finite, check_range, check_shape
+from data_schemas.errors import SchemaError
+from data_schemas.keypoints import N_KEYPOINTS
+
+FORMAT = "handdiffuse.joints3d"
+VERSION = 1
+PRODUCED_BY = "handdiffuse triangulate"
+MIN_CAMERAS = 2
+
+
+@dataclass
+class Joints3D:
+    frames: np.ndarray  # (F,) int
+    joints: np.ndarray  # (F, 42, 3) float32 metres
+    reproj_error: np.ndarray  # (F, 42) float32 px
+    n_cameras: np.ndarray  # (F, 42) int16
+    fps: float
+    method: str = "dlt"
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames, dtype=np.int64)
+        self.joints = np.asarray(self.joints, dtype=np.float32)
+        self.reproj_error = np.asarray(self.reproj_error, dtype=np.float32)
+        self.n_cameras = np.asarray(self.n_cameras, dtype=np.int16)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(F, 42) bool: triangulated from at least two cameras."""
+        return self.n_cameras >= MIN_CAMERAS
+
+    def validate(self, source: str | Path) -> None:
+        dims: dict[str, int] = {}
+        check_shape(source, "joints", self.joints, ("F", N_KEYPOINTS, 3), dims)
+        check_shape(source, "reproj_error", self.reproj_error, ("F", N_KEYPOINTS), dims)
+        check_shape(source, "n_cameras", self.n_cameras, ("F", N_KEYPOINTS), dims)
+        check_shape(source, "frames", self.frames, ("F",), dims)
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise SchemaError(source, f"'fps' must be positive, got {self.fps}")
+        check_range(source, "n_cameras", self.n_cameras, 0)
+        valid = self.valid
+        check_finite(source, "joints", self.joints, where=valid, why="where n_cameras >= 2")
+        check_finite(source, "reproj_error", self.reproj_error, where=valid, why="where n_cameras >= 2")
+        check_range(source, "reproj_error", self.reproj_error, 0.0)
+        if np.isfinite(self.joints[~valid]).any():
+            raise SchemaError(source, "'joints' has values where n_cameras < 2 (must be NaN there)")
+
+
+def write_joints3d(path: str | Path, j: Joints3D) -> None:
+    j.validate(path)
+    with h5io.create(path, FORMAT, VERSION, fps=float(j.fps), method=j.method) as f:
+        h5io.write_array(f, "frames", j.frames)
+        h5io.write_array(f, "joints", j.joints)
+        h5io.write_array(f, "reproj_error", j.reproj_error)
+        h5io.write_array(f, "n_cameras", j.n_cameras)
+
+
+def read_joints3d(path: str | Path) -> Joints3D:
+    with h5io.open_checked(path, FORMAT, VERSION, PRODUCED_BY) as f:
+        j = Joints3D(
+            frames=h5io.read_array(f, "frames", path),
+            joints=h5io.read_array(f, "joints", path),
+            reproj_error=h5io.read_array(f, "reproj_error", path),
+            n_cameras=h5io.read_array(f, "n_cameras", path),
+            fps=h5io.attr_float(f, "fps", path),
+            method=h5io.attr_str(f, "method", path),
+        )
+    j.validate(path)
+    return j

@@ -1,0 +1,89 @@
+"""2D hand keypoints of one sequence in every camera: ``sequences/<seq>/keypoints2d.h5``.
+
+HDF5 tree (format ``handdiffuse.keypoints2d``, version 1)::
+
+    /  attrs: format, version, detector (e.g. "mediapipe-0.10.14"), fps
+    cameras      (C,)            str    camera names, the order of axis 0 below
+    image_sizes  (C, 2)          int32  (width, height) px
+    frames       (F,)            int64  frame index of each row (after sync offsets)
+    keypoints    (C, F, 42, 3)   float32  x, y (px), score in [0, 1]; 42 = left 21 + right 21
+                                          (data_schemas.keypoints); x, y NaN where score is 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_schemas import h5io
+from data_schemas.checks import check_finite, check_range, check_shape
+from data_schemas.errors import SchemaError
+from data_schemas.keypoints import N_KEYPOINTS
+
+FORMAT = "handdiffuse.keypoints2d"
+VERSION = 1
+PRODUCED_BY = "handdiffuse detect"
+
+
+@dataclass
+class Keypoints2D:
+    cameras: list[str]  # (C,)
+    image_sizes: np.ndarray  # (C, 2) int (width, height) px
+    frames: np.ndarray  # (F,) int frame indices
+    keypoints: np.ndarray  # (C, F, 42, 3) float32 [x, y, score]
+    detector: str
+    fps: float
+
+    def __post_init__(self) -> None:
+        self.cameras = [str(c) for c in self.cameras]
+        self.image_sizes = np.asarray(self.image_sizes, dtype=np.int32)
+        self.frames = np.asarray(self.frames, dtype=np.int64)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+
+    @property
+    def found(self) -> np.ndarray:
+        """(C, F, 42) bool: the detector returned the point."""
+        return self.keypoints[..., 2] > 0
+
+    def validate(self, source: str | Path) -> None:
+        dims: dict[str, int] = {"C": len(self.cameras)}
+        check_shape(source, "keypoints", self.keypoints, ("C", "F", N_KEYPOINTS, 3), dims)
+        check_shape(source, "image_sizes", self.image_sizes, ("C", 2), dims)
+        check_shape(source, "frames", self.frames, ("F",), dims)
+        if len(set(self.cameras)) != len(self.cameras):
+            raise SchemaError(source, "camera names are not unique")
+        if (self.image_sizes <= 0).any():
+            raise SchemaError(source, "'image_sizes' must be positive")
+        if not self.detector:
+            raise SchemaError(source, "'detector' is empty")
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise SchemaError(source, f"'fps' must be positive, got {self.fps}")
+        score = self.keypoints[..., 2]
+        check_finite(source, "keypoints score", score)
+        check_range(source, "keypoints score", score, 0.0, 1.0)
+        check_finite(source, "keypoints x, y", self.keypoints[..., :2], where=score > 0, why="where score > 0")
+
+
+def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
+    kp.validate(path)
+    with h5io.create(path, FORMAT, VERSION, detector=kp.detector, fps=float(kp.fps)) as f:
+        h5io.write_array(f, "cameras", np.array(kp.cameras, dtype=object), chunk_frames=None)
+        h5io.write_array(f, "image_sizes", kp.image_sizes, chunk_frames=None)
+        h5io.write_array(f, "frames", kp.frames)
+        h5io.write_array(f, "keypoints", kp.keypoints, frame_axis=1)
+
+
+def read_keypoints2d(path: str | Path) -> Keypoints2D:
+    with h5io.open_checked(path, FORMAT, VERSION, PRODUCED_BY) as f:
+        kp = Keypoints2D(
+            cameras=list(h5io.read_array(f, "cameras", path)),
+            image_sizes=h5io.read_array(f, "image_sizes", path),
+            frames=h5io.read_array(f, "frames", path),
+            keypoints=h5io.read_array(f, "keypoints", path),
+            detector=h5io.attr_str(f, "detector", path),
+            fps=h5io.attr_float(f, "fps", path),
+        )
+    kp.validate(path)
+    return kp

@@ -1,0 +1,114 @@
+"""``handdiffuse``: one subcommand per stage, each a thin shell over a stage function.
+
+Exit codes: 0 done; 1 bad input or failed validation (one line per cause, naming the
+file); 2 bad command line; 3 the stage is not available in this version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+from data_schemas import SchemaError, __version__
+from pipeline.log import LOG, log_config, setup_logging
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+@dataclasses.dataclass
+class Validate:
+    """Check a file of any stage (calibration.toml, session.toml, keypoints2d / joints3d / mano
+    .h5, queue.jsonl, shard .h5) or a whole session folder, and print what is wrong."""
+
+    paths: tyro.conf.Positional[list[Path]]
+    """Files or session folders to check."""
+
+    def run(self) -> int:
+        from data_schemas.validate import validate_path
+
+        if not self.paths:
+            print("error: validate needs at least one PATH", file=sys.stderr)
+            return EXIT_USAGE
+        results = [r for p in self.paths for r in validate_path(p)]
+        bad = 0
+        for r in results:
+            if r.ok:
+                print(f"ok {r.path} ({r.kind}): {r.summary}")
+            else:
+                bad += 1
+                for line in r.problems:
+                    print(f"error: {line}", file=sys.stderr)
+        LOG.info("validate: %d checked, %d with problems", len(results), bad)
+        return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+@dataclasses.dataclass
+class _Planned:
+    """A stage whose implementation is not in this version yet: exits 3 and says so."""
+
+    session: tyro.conf.Positional[Path]
+    """Session folder."""
+
+    def run(self) -> int:
+        name = _command_name(self)
+        print(f"error: `handdiffuse {name}` is not available in handdiffuse {__version__} yet", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _planned(name: str, doc: str) -> type:
+    cls = dataclasses.make_dataclass(name.title().replace("-", ""), [], bases=(_Planned,))
+    cls.__doc__ = f"{doc} (not available in this version yet)"
+    return cls
+
+
+# Every stage in pipeline order; `validate` works on the files any of them write.
+PLANNED = {
+    "studio": "Build a synthetic capture session (camera dome, board and hand videos, ground truth).",
+    "calibrate": "Calibrate every camera from the ChArUco board videos -> calibration/calibration.toml.",
+    "detect": "Detect 2D hand keypoints in every camera of every sequence -> keypoints2d.h5.",
+    "triangulate": "Triangulate 3D joints from the 2D keypoints -> joints3d.h5.",
+    "fit": "Fit both hands' MANO parameters to the joints and keypoints -> mano.h5.",
+    "queue": "Queue the frames whose fit failed for manual 2D annotation -> annotation/queue.jsonl.",
+    "annotate": "Start Label Studio and import the queued frames as pre-annotated tasks.",
+    "merge": "Pull finished annotations, merge them and refit the affected frames.",
+    "annotation-status": "Print queued / in Label Studio / annotated / merged counts.",
+    "export": "Export fitted sequences as HDF5 shards with a manifest.",
+    "stats": "Compute dataset statistics over exported shards.",
+    "train": "Train the HandDiffuse generator on exported shards.",
+    "sample": "Sample two-hand motion from a trained generator.",
+    "evaluate": "Evaluate generators (FID, Diversity, penetration).",
+    "report": "Write the session report (report/index.html).",
+}
+_COMMANDS: dict[str, type] = {name: _planned(name, doc) for name, doc in PLANNED.items()}
+_COMMANDS["validate"] = Validate
+
+
+def _command_name(cfg: object) -> str:
+    return next(n for n, c in _COMMANDS.items() if isinstance(cfg, c))
+
+
+Command = Union[tuple(Annotated[c, tyro.conf.subcommand(n)] for n, c in _COMMANDS.items())]  # type: ignore[valid-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    cfg = tyro.cli(
+        Command, args=argv, prog="handdiffuse",
+        description=f"HandDiffuse {__version__}: multi-camera two-hand capture to a motion dataset, "
+        "and the generator trained on it.",
+    )
+    name = _command_name(cfg)
+    log_config(name, cfg)
+    try:
+        return cfg.run()
+    except SchemaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

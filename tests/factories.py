@@ -1,0 +1,102 @@
+"""Tiny seeded synthetic inputs for tests: camera rigs and one object of every schema."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_schemas.calibration import Camera, CameraRig, matrix_to_rodrigues
+from data_schemas.joints3d import Joints3D
+from data_schemas.keypoints2d import Keypoints2D
+from data_schemas.mano import FailureReason, FitQuality, ManoFit
+from data_schemas.shard import ShardSequence
+
+
+def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """World->camera (R, t) for a camera at ``center`` looking at ``target`` (OpenCV axes)."""
+    z = target - center
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    if np.linalg.norm(x) < 1e-9:
+        x = np.cross(z, (0.0, 1.0, 0.0))
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])  # rows: camera axes in world
+    return R, -R @ center
+
+
+def make_rig(n_cameras: int = 8, seed: int = 0, size=(640, 480), radius=1.5, distortion=True) -> CameraRig:
+    rng = np.random.default_rng(seed)
+    cams = []
+    for i in range(n_cameras):
+        az = 2 * np.pi * i / n_cameras + rng.normal(0, 0.05)
+        el = np.deg2rad(rng.uniform(10, 60))
+        center = radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        R, t = look_at(center, np.array([0.0, 0.0, 0.1]) + rng.normal(0, 0.02, 3))
+        f = size[0] * rng.uniform(0.9, 1.3)
+        K = np.array([[f, 0, size[0] / 2 + rng.normal(0, 3)], [0, f * rng.uniform(0.999, 1.001), size[1] / 2 + rng.normal(0, 3)], [0, 0, 1]])
+        dist = np.array([rng.normal(0, 0.05), rng.normal(0, 0.02), rng.normal(0, 1e-3), rng.normal(0, 1e-3), rng.normal(0, 0.005)]) if distortion else np.zeros(5)
+        cams.append(Camera(f"cam{i:02d}", size, K, dist, matrix_to_rodrigues(R), t))
+    return CameraRig(cams, {"date": "2026-11-25T00:00:00", "error": 0.12})
+
+
+def make_keypoints2d(n_cameras=3, n_frames=5, seed=0) -> Keypoints2D:
+    rng = np.random.default_rng(seed)
+    kp = np.zeros((n_cameras, n_frames, 42, 3), np.float32)
+    kp[..., 0] = rng.uniform(0, 640, kp.shape[:3])
+    kp[..., 1] = rng.uniform(0, 480, kp.shape[:3])
+    kp[..., 2] = rng.uniform(0.1, 1.0, kp.shape[:3])
+    kp[0, 1, :21] = [np.nan, np.nan, 0.0]  # left hand missed in one view
+    return Keypoints2D([f"cam{i:02d}" for i in range(n_cameras)], [[640, 480]] * n_cameras,
+                       np.arange(n_frames), kp, "test-detector", 30.0)
+
+
+def make_joints3d(n_frames=6, seed=0) -> Joints3D:
+    rng = np.random.default_rng(seed)
+    joints = rng.normal(0, 0.1, (n_frames, 42, 3)).astype(np.float32)
+    n_cams = rng.integers(2, 9, (n_frames, 42))
+    n_cams[2, 5] = 1
+    joints[2, 5] = np.nan
+    err = rng.uniform(0, 2, (n_frames, 42)).astype(np.float32)
+    err[2, 5] = np.nan
+    return Joints3D(np.arange(n_frames), joints, err, n_cams, 30.0, "dlt")
+
+
+def make_quality(n_frames: int, rng: np.random.Generator) -> FitQuality:
+    shape = (n_frames, 2)
+    failure = np.zeros(shape, np.uint16)
+    failure[1, 0] = FailureReason.REPROJECTION | FailureReason.TEMPORAL_JUMP
+    failure[3, 1] = FailureReason.NO_DATA
+    q = FitQuality(
+        reproj_mean_px=rng.uniform(0, 3, shape), reproj_max_px=rng.uniform(3, 6, shape),
+        residual3d=rng.uniform(0, 0.004, shape), penetration=np.zeros(shape),
+        bone_deviation=rng.uniform(0, 0.05, shape), n_cameras=rng.integers(0, 8, shape), failure=failure,
+    )
+    q.reproj_mean_px[3, 1] = np.nan
+    return q
+
+
+def make_mano(n_frames=7, seed=0) -> ManoFit:
+    rng = np.random.default_rng(seed)
+    return ManoFit(
+        frames=np.arange(n_frames), global_orient=rng.normal(0, 1, (n_frames, 2, 3)),
+        hand_pose=rng.normal(0, 0.3, (n_frames, 2, 45)), betas=rng.normal(0, 1, (2, 10)),
+        transl=rng.normal(0, 0.1, (n_frames, 2, 3)), quality=make_quality(n_frames, rng),
+        fps=30.0, hand_model="open_hand",
+    )
+
+
+def make_sequence(name="s0", n_frames=300, seed=0) -> ShardSequence:
+    rng = np.random.default_rng(seed)
+    valid = np.ones((n_frames, 2), bool)
+    valid[10, 1] = False
+    joints = rng.normal(0, 0.1, (n_frames, 42, 3))
+    joints[10, 21:] = np.nan
+    manual = np.zeros((n_frames, 2), bool)
+    manual[20:25] = True
+    return ShardSequence(
+        name=name, fps=30.0, joints=joints, global_orient=rng.normal(0, 1, (n_frames, 2, 3)),
+        hand_pose=rng.normal(0, 0.3, (n_frames, 2, 45)), betas=rng.normal(0, 1, (2, 10)),
+        transl=rng.normal(0, 0.1, (n_frames, 2, 3)), valid=valid, manual=manual,
+        fit_error=rng.uniform(0, 0.003, (n_frames, 2)), session="demo", subject="synthetic-01",
+        category="interlock", capture_date="2026-11-25",
+    )
