@@ -1,11 +1,11 @@
-# HandDiffuse — one target per stage, plus setup / demo / test / bench.
-# Every stage target is a thin shell over the `handdiffuse` CLI.
+# HandDiffuse: one target per stage, plus setup / demo / test / bench.
+# Stage targets are thin shells over the `handdiffuse` CLI:  make <stage> SESSION=path/to/session
 
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.setup-stamp
-HD     := $(BIN)/handdiffuse
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.setup-stamp
+HD      := $(BIN)/handdiffuse
 SESSION ?= sessions/demo
 
 # torch on these CPUs is far faster when glibc keeps large blocks instead of
@@ -14,27 +14,46 @@ export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test test-slow demo bench clean-venv help
+STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
+
+.PHONY: help setup test test-slow demo validate bench clean-venv $(STAGES)
 
 help:
-	@echo "make setup        create .venv and install everything (idempotent)"
-	@echo "make demo         run the pipeline on the built-in synthetic capture"
-	@echo "make test         fast tests;  make test-slow: the slow ones"
+	@echo "make setup                 create .venv and install everything (idempotent)"
+	@echo "make demo                  run the pipeline on the built-in synthetic capture"
+	@echo "make test                  fast tests;   make test-slow: the slow ones"
+	@echo "make validate SESSION=dir  check every file of a session"
+	@echo "make <stage> SESSION=dir   one stage: $(STAGES)"
 
 setup: $(STAMP)
 
-# torch first, pinned: any other spec pulls a CUDA build.
+# torch first, pinned on its own: any other torch spec pulls a CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# pytest exit code 5 means it collected no test: a failure for `test`, fine for `test-slow`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-slow: no slow tests"; exit 0; fi; exit $$rc
+
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo --session $(SESSION)
+
+validate: $(STAMP)
+	$(HD) validate $(SESSION)
+
+$(STAGES): $(STAMP)
+	$(HD) $@ $(SESSION)
+
+bench: $(STAMP)
+	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -205,13 +205,15 @@ def read_session_toml(path: str | Path) -> SessionConfig:
 
 def write_session_toml(path: str | Path, cfg: SessionConfig) -> None:
     cfg.validate(path)
-    doc: dict = {"session": {"name": cfg.name, "fps": float(cfg.fps), "subject": cfg.subject,
-                             "capture_date": cfg.capture_date},
-                 "board": asdict(cfg.board),
-                 "cameras": [asdict(c) for c in cfg.cameras]}
+    parts = [  # one dumps per table keeps the documented order: session, board, cameras, sequences
+        {"session": {"name": cfg.name, "fps": float(cfg.fps), "subject": cfg.subject,
+                     "capture_date": cfg.capture_date}},
+        {"board": asdict(cfg.board)},
+        {"cameras": [asdict(c) for c in cfg.cameras]},
+    ]
     if cfg.sequences:
-        doc["sequences"] = cfg.sequences
-    atomic_write_text(path, toml.dumps(doc))
+        parts.append({"sequences": cfg.sequences})
+    atomic_write_text(path, "\n".join(toml.dumps(p) for p in parts))
 
 
 @dataclass

@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_schemas.calibration import Camera, CameraRig, matrix_to_rodrigues
+from capture.studio.rig import RigConfig
+from capture.studio.rig import make_rig as studio_rig
+from data_schemas.calibration import CameraRig
 from data_schemas.joints3d import Joints3D
 from data_schemas.keypoints2d import Keypoints2D
 from data_schemas.mano import FailureReason, FitQuality, ManoFit
 from data_schemas.shard import ShardSequence
 
 
-def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
-    """World->camera (R, t) for a camera at ``center`` looking at ``target`` (OpenCV axes)."""
-    z = target - center
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-9:
-        x = np.cross(z, (0.0, 1.0, 0.0))
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])  # rows: camera axes in world
-    return R, -R @ center
-
-
-def make_rig(n_cameras: int = 8, seed: int = 0, size=(640, 480), radius=1.5, distortion=True) -> CameraRig:
-    rng = np.random.default_rng(seed)
-    cams = []
-    for i in range(n_cameras):
-        az = 2 * np.pi * i / n_cameras + rng.normal(0, 0.05)
-        el = np.deg2rad(rng.uniform(10, 60))
-        center = radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        R, t = look_at(center, np.array([0.0, 0.0, 0.1]) + rng.normal(0, 0.02, 3))
-        f = size[0] * rng.uniform(0.9, 1.3)
-        K = np.array([[f, 0, size[0] / 2 + rng.normal(0, 3)], [0, f * rng.uniform(0.999, 1.001), size[1] / 2 + rng.normal(0, 3)], [0, 0, 1]])
-        dist = np.array([rng.normal(0, 0.05), rng.normal(0, 0.02), rng.normal(0, 1e-3), rng.normal(0, 1e-3), rng.normal(0, 0.005)]) if distortion else np.zeros(5)
-        cams.append(Camera(f"cam{i:02d}", size, K, dist, matrix_to_rodrigues(R), t))
-    return CameraRig(cams, {"date": "2026-11-25T00:00:00", "error": 0.12})
+def make_rig(n_cameras: int = 8, seed: int = 0) -> CameraRig:
+    """The studio's dome at 640x480 with ``n_cameras`` cameras."""
+    rig, _ = studio_rig(RigConfig(n_cameras=n_cameras, width=640, height=480, radius=1.0), seed)
+    rig.metadata = {"date": "2026-11-25T00:00:00", "error": 0.12}
+    return rig
 
 
 def make_keypoints2d(n_cameras=3, n_frames=5, seed=0) -> Keypoints2D:

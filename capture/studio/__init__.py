@@ -1,0 +1,1 @@
+"""The synthetic capture studio: a camera dome and its ground truth (the embedded default)."""
