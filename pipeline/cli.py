@@ -47,6 +47,27 @@ class Validate:
 
 
 @dataclasses.dataclass
+class ManoConvert:
+    """Convert MANO's licensed model files (MANO_RIGHT.pkl, MANO_LEFT.pkl, v1.2, which hold chumpy
+    objects) into numpy-only pickles that smplx.MANO loads without chumpy; fixes the sign of
+    MANO_LEFT's shapedirs x component (smplx issue #48)."""
+
+    src: tyro.conf.Positional[Path]
+    """Folder with the licensed MANO_RIGHT.pkl and MANO_LEFT.pkl."""
+    out: tyro.conf.Positional[Path]
+    """Folder to write the converted MANO_RIGHT.pkl and MANO_LEFT.pkl to (not the source folder)."""
+
+    def run(self) -> int:
+        from fitting.hand_model.mano_io import convert
+
+        written = convert(self.src, self.out)
+        for path in written:
+            print(f"wrote {path}")
+        LOG.info("mano-convert: %d files written to %s", len(written), self.out)
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class _Planned:
     """A stage whose implementation is not in this version yet: exits 3 and says so."""
 
@@ -85,6 +106,7 @@ PLANNED = {
 }
 _COMMANDS: dict[str, type] = {name: _planned(name, doc) for name, doc in PLANNED.items()}
 _COMMANDS["validate"] = Validate
+_COMMANDS["mano-convert"] = ManoConvert
 
 
 def _command_name(cfg: object) -> str:
