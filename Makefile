@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
 
-.PHONY: help setup test test-slow demo validate bench clean-venv $(STAGES)
+.PHONY: help setup test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES)
 
 help:
 	@echo "make setup                 create .venv and install everything (idempotent)"
@@ -24,6 +24,8 @@ help:
 	@echo "make test                  fast tests;   make test-slow: the slow ones"
 	@echo "make validate SESSION=dir  check every file of a session"
 	@echo "make <stage> SESSION=dir   one stage: $(STAGES)"
+	@echo "make hand-model            regenerate the bundled open hand model (fitting/hand_model/data)"
+	@echo "make hand-model-render     draw it at rest and in 6 sampled poses -> docs/hand_model.png"
 
 setup: $(STAMP)
 
@@ -51,6 +53,14 @@ validate: $(STAMP)
 
 $(STAGES): $(STAMP)
 	$(HD) $@ $(SESSION)
+
+# The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
+hand-model: $(STAMP)
+	$(BIN)/python -m fitting.hand_model.generate --out fitting/hand_model/data
+
+hand-model-render: $(STAMP)
+	mkdir -p docs
+	$(BIN)/python -m fitting.hand_model.render docs/hand_model.png
 
 bench: $(STAMP)
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

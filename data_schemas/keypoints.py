@@ -60,6 +60,8 @@ MANO_JOINT_NAMES: tuple[str, ...] = (
 MANO21_NAMES: tuple[str, ...] = MANO_JOINT_NAMES + tuple(f"{f}4" for f in FINGERS)
 # ours[i] = mano21[MANO21_TO_OPENPOSE[i]]
 MANO21_TO_OPENPOSE: tuple[int, ...] = tuple(MANO21_NAMES.index(n) for n in HAND_JOINT_NAMES)
+# ours index of each MANO-21 point: mano21[j] = ours[OURS_OF_MANO21[j]]
+OURS_OF_MANO21: tuple[int, ...] = tuple(MANO21_TO_OPENPOSE.index(j) for j in range(N_HAND_JOINTS))
 # MANO's kinematic tree (parent of each of the 16 joints).
 MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 
