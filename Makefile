@@ -51,7 +51,10 @@ demo: $(STAMP)
 validate: $(STAMP)
 	$(HD) validate $(SESSION)
 
-$(STAGES): $(STAMP)
+studio: $(STAMP)
+	$(HD) studio --out $(SESSION)
+
+$(filter-out studio,$(STAGES)): $(STAMP)
 	$(HD) $@ $(SESSION)
 
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).

@@ -1,6 +1,7 @@
 """Check any file of the system (or a whole session folder) and say what is wrong.
 
-Dispatch: a folder with ``session.toml`` -> the session and every stage output in it;
+Dispatch: a folder with ``session.toml`` -> the session, every stage output in it and the
+ground truth of a synthetic session;
 ``session.toml``; any other ``.toml`` -> calibration (cross-checked against the
 session's cameras when it lies in a session folder); ``.h5`` -> by its ``format``
 attribute; ``.jsonl`` -> annotation queue.
@@ -17,7 +18,7 @@ from data_schemas import h5io, joints3d, keypoints2d, mano, shard
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.queue import read_queue
-from data_schemas.session import SESSION_TOML, Session, read_session_toml
+from data_schemas.session import GROUND_TRUTH, SESSION_TOML, Session, read_session_toml
 
 
 @dataclass
@@ -100,6 +101,15 @@ def _check_file(path: Path) -> tuple[str, str]:
     raise SchemaError(path, "unknown file type (expected a session folder, .toml, .h5 or .jsonl)")
 
 
+def ground_truth_files(root: Path) -> list[Path]:
+    """A synthetic session's ground truth in the stages' formats: calibration and per-sequence files."""
+    gt = root / GROUND_TRUTH
+    files = [gt / "calibration.toml"] if (gt / "calibration.toml").is_file() else []
+    for seq in sorted(p for p in (gt / "sequences").glob("*") if p.is_dir()):
+        files += [seq / f"{k}.h5" for k in ("keypoints2d", "joints3d", "mano") if (seq / f"{k}.h5").is_file()]
+    return files
+
+
 def validate_path(path: str | Path) -> list[ValidationResult]:
     """Validate a file, or a session folder and every stage output in it."""
     path = Path(path)
@@ -122,6 +132,7 @@ def validate_path(path: str | Path) -> list[ValidationResult]:
             if outputs["queue"]:
                 files.append(path / "annotation" / "queue.jsonl")
             files += [path / "export" / n for n in outputs["export"]]
+            files += ground_truth_files(path)
         return [r for f in files for r in validate_path(f)]
     result = ValidationResult(path, "file")
     try:

@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 import tyro
 
+from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
 
@@ -68,6 +69,24 @@ class ManoConvert:
 
 
 @dataclasses.dataclass
+class Studio(StudioConfig):
+    """Build a synthetic capture session (camera dome, board and hand videos, ground truth)."""
+
+    def run(self) -> int:
+        from capture.studio.build import build_session
+
+        s = build_session(self)
+        if s.skipped:
+            print(f"{self.out}: already built with this configuration (ground_truth/studio.toml); nothing to do")
+            return EXIT_OK
+        print(f"studio {self.out}: {s.cameras} cameras {s.resolution[0]}x{s.resolution[1]}, "
+              f"{len(s.sequences)} sequences, {s.images} images at {s.images_per_s:.1f} images/s, "
+              f"{s.seconds:.1f} s")
+        LOG.info("studio: done in %.1f s", s.seconds)
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class _Planned:
     """A stage whose implementation is not in this version yet: exits 3 and says so."""
 
@@ -87,7 +106,7 @@ def _planned(name: str, doc: str) -> type:
 
 
 # Every stage in pipeline order; `validate` works on the files any of them write.
-PLANNED = {
+STAGES = {
     "studio": "Build a synthetic capture session (camera dome, board and hand videos, ground truth).",
     "calibrate": "Calibrate every camera from the ChArUco board videos -> calibration/calibration.toml.",
     "detect": "Detect 2D hand keypoints in every camera of every sequence -> keypoints2d.h5.",
@@ -104,7 +123,8 @@ PLANNED = {
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
     "report": "Write the session report (report/index.html).",
 }
-_COMMANDS: dict[str, type] = {name: _planned(name, doc) for name, doc in PLANNED.items()}
+IMPLEMENTED: dict[str, type] = {"studio": Studio}
+_COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
 

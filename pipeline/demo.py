@@ -15,10 +15,8 @@ from pathlib import Path
 import tyro
 
 from data_schemas import __version__
-from data_schemas.calibration import write_calibration
-from data_schemas.session import GROUND_TRUTH, SESSION_TOML, SessionConfig, write_session_toml
 from data_schemas.validate import validate_path
-from pipeline.cli import PLANNED
+from pipeline.cli import IMPLEMENTED, STAGES
 from pipeline.log import LOG, log_config, setup_logging
 
 
@@ -42,19 +40,18 @@ class StageRow:
     measure: str = ""
 
 
-def build_rig(cfg: DemoConfig) -> str:
-    from capture.studio.rig import BOARD, PRESETS, make_rig
+def studio(cfg: DemoConfig) -> str:
+    from capture.studio.build import StudioConfig, build_session
 
-    rig, specs = make_rig(PRESETS[cfg.preset], cfg.seed)
-    session = SessionConfig(name=cfg.session.name, fps=PRESETS[cfg.preset].fps, cameras=specs, board=BOARD,
-                            subject="studio-hands", capture_date=time.strftime("%Y-%m-%d"))
-    write_session_toml(cfg.session / SESSION_TOML, session)
-    write_calibration(cfg.session / GROUND_TRUTH / "calibration.toml", rig)
-    return f"{len(rig)} cameras {specs[0].width}x{specs[0].height}"
+    s = build_session(StudioConfig(out=cfg.session, preset=cfg.preset, seed=cfg.seed))
+    if s.skipped:
+        return f"{s.cameras} cameras {s.resolution[0]}x{s.resolution[1]}, already built"
+    return (f"{s.cameras} cameras {s.resolution[0]}x{s.resolution[1]}, {len(s.sequences)} sequences, "
+            f"{s.images} images, {s.images_per_s:.1f} images/s")
 
 
 def validate_all(cfg: DemoConfig) -> str:
-    results = validate_path(cfg.session) + validate_path(cfg.session / GROUND_TRUTH / "calibration.toml")
+    results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
     if bad:
         raise RuntimeError("; ".join(bad))
@@ -63,12 +60,12 @@ def validate_all(cfg: DemoConfig) -> str:
 
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
-    for name, fn in (("studio rig", build_rig), ("validate", validate_all)):
+    for name, fn in (("studio", studio), ("validate", validate_all)):
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
         measure = fn(cfg)
         rows.append(StageRow(name, "done", time.perf_counter() - t0, measure))
-    rows += [StageRow(stage, f"not in {__version__}") for stage in PLANNED if stage != "studio"]
+    rows += [StageRow(stage, f"not in {__version__}") for stage in STAGES if stage not in IMPLEMENTED]
     return rows
 
 

@@ -10,7 +10,7 @@ from data_schemas.keypoints2d import write_keypoints2d
 from data_schemas.mano import write_mano
 from data_schemas.queue import QueueItem, write_queue
 from data_schemas.shard import write_shard
-from pipeline.cli import PLANNED
+from pipeline.cli import STAGES
 from tests.factories import make_keypoints2d, make_mano, make_sequence
 from tests.test_h5_schemas import corrupt_one_byte
 from tests.test_session import make_session
@@ -25,7 +25,7 @@ def hd(*args):
 def test_help_lists_every_stage():
     r = hd("--help")
     assert r.returncode == 0
-    for stage in list(PLANNED) + ["validate"]:
+    for stage in list(STAGES) + ["validate", "mano-convert"]:
         assert stage in r.stdout
 
 

@@ -1,0 +1,111 @@
+"""Does the real bundled detector see the studio's hands? MediaPipe Hands on studio renders.
+
+Renders sequences of every motion family into the demo dome exactly as ``handdiffuse
+studio`` does (written to mp4 and read back, so compression is included), runs
+MediaPipe Hands (0.10.14) on every view and scores it against the ground truth
+(``capture.studio.detector_check``): detection rate over eligible views (hand wholly in
+the image, not covered by the other hand, palm or back within 60 deg of facing the
+camera) and median landmark error at 512 px image height. Writes example frames with
+the detections drawn to docs/studio_detections.png.
+
+    .venv/bin/python bench/studio_detection.py [--sequences-per-family 2] [--frames 30]
+
+Last line: ``studio_detection views=<n> eligible=<n> rate=<r> median_err_px=<e>``
+(issue target: rate >= 0.85, median_err_px <= 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from capture.mediapipe_hands import MediaPipeHands
+from capture.studio.detector_check import DetectorScore, score_view
+from capture.studio.motion import FAMILIES, make_motion
+from capture.studio.render import make_background, render_view
+from capture.studio.rig import DEMO, make_rig
+from capture.studio.scene import pose_scene, view_truth
+from capture.video import VideoWriter, read_frames
+from fitting.hand_model.model import HandModel
+
+COLORS = ((255, 128, 0), (0, 200, 255))
+
+
+def draw(image: np.ndarray, detections, truth_px: np.ndarray, size: int = 360) -> np.ndarray:
+    """A square crop around the hands: truth as green dots, each detection's landmarks and bones."""
+    from data_schemas.keypoints import HAND_BONES
+
+    scale = 2
+    out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    pt = lambda p: tuple(int(v) for v in np.rint(np.asarray(p) * scale))  # noqa: E731
+    for h in range(2):
+        for p in truth_px[h]:
+            cv2.circle(out, pt(p), 3, (0, 255, 0), -1)
+    for k, d in enumerate(detections):
+        for a, b in HAND_BONES:
+            cv2.line(out, pt(d.landmarks[a]), pt(d.landmarks[b]), COLORS[k % 2], 1, cv2.LINE_AA)
+        for p in d.landmarks:
+            cv2.circle(out, pt(p), 4, COLORS[k % 2], 1, cv2.LINE_AA)
+    lo, hi = truth_px.reshape(-1, 2).min(0) * scale, truth_px.reshape(-1, 2).max(0) * scale
+    half = max(hi - lo) / 2 + 30
+    c = (lo + hi) / 2
+    x0, y0 = (np.clip(c - half, 0, None)).astype(int)
+    crop = out[y0:int(c[1] + half), x0:int(c[0] + half)]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sequences-per-family", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--stride", type=int, default=3, help="score every k-th frame")
+    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--examples", type=Path, default=Path("docs/studio_detections.png"))
+    args = ap.parse_args()
+    rig, _ = make_rig(DEMO, args.seed)
+    model = HandModel()
+    total, per_family, examples = DetectorScore(), {}, []
+    with MediaPipeHands() as det, tempfile.TemporaryDirectory() as tmp:
+        for fi, family in enumerate(FAMILIES):
+            per_family[family] = DetectorScore()
+            for k in range(args.sequences_per_family):
+                seed = args.seed + 10 * fi + k
+                motion = make_motion(family, args.frames, DEMO.fps, seed, model)
+                scene = pose_scene(model, motion, np.random.default_rng(seed))
+                for c, cam in enumerate(rig.cameras):
+                    rng = np.random.default_rng([seed, c])
+                    bg = make_background(cam, np.random.default_rng([args.seed, c]))
+                    path = Path(tmp) / f"{family}-{k}-{cam.name}.mp4"
+                    truths = []
+                    with VideoWriter(path, DEMO.fps, cam.size) as w:
+                        for f in range(args.frames):
+                            view = render_view(cam, scene.vertices[f].astype(np.float64), scene.template,
+                                               scene.look, bg, rng, scene.lit[f])
+                            w.write(view.image)
+                            truths.append(view_truth(cam, scene.joints[f], scene.palm_normal[f], view))
+                    frames = read_frames(path)
+                    for f in range(0, args.frames, args.stride):
+                        found = det.detect(frames[f])
+                        s = score_view([d.landmarks for d in found], truths[f], cam.size[1])
+                        per_family[family].add(s)
+                        if s.eligible == 2 and f == 6 * args.stride and k == 0 and c in (2 * fi, 2 * fi + 1):
+                            examples.append(draw(frames[f], found, truths[f].pixels))  # 2 per family
+            s = per_family[family]
+            print(f"  {family:<20} views={s.views:4d} eligible={s.eligible:4d} rate={s.rate:.3f} "
+                  f"median_err_px={s.median_error_px:.2f}", flush=True)
+            total.add(s)
+    if examples:
+        args.examples.parent.mkdir(parents=True, exist_ok=True)
+        examples += [np.zeros_like(examples[0])] * (-len(examples) % 4)
+        rows = [np.hstack(examples[i:i + 4]) for i in range(0, len(examples), 4)]
+        cv2.imwrite(str(args.examples), np.vstack(rows))
+    print(f"studio_detection views={total.views} eligible={total.eligible} rate={total.rate:.3f} "
+          f"median_err_px={total.median_error_px:.2f}")
+
+
+if __name__ == "__main__":
+    main()
