@@ -10,8 +10,14 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-import cv2
-import numpy as np
+# FFmpeg and OpenCV print their own diagnostics on stderr (e.g. "moov atom not found" for a
+# truncated file); our readers turn those conditions into one-line errors instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when the backend starts
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+cv2.setLogLevel(2)  # errors only (OpenCV: 0 silent, 1 fatal, 2 error, 3 warning)
 
 from data_schemas.atomic import PARTIAL_MARKER
 from data_schemas.errors import SchemaError

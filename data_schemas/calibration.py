@@ -60,6 +60,18 @@ def matrix_to_rodrigues(R: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_rotvec()
 
 
+def distort(xy: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """OpenCV's lens model: (..., 2) normalized undistorted -> distorted coordinates, with
+    ``k`` (8,) or (..., 8) = k1 k2 p1 p2 k3 k4 k5 k6 (one set, or one per point)."""
+    k1, k2, p1, p2, k3, k4, k5, k6 = np.moveaxis(np.asarray(k, dtype=np.float64), -1, 0)
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd, yd], axis=-1)
+
+
 @dataclass
 class Camera:
     """One calibrated camera. Units: px for intrinsics, metres for translation."""
@@ -100,13 +112,7 @@ class Camera:
         """(..., 2) normalized undistorted coordinates -> (..., 2) normalized distorted."""
         k = np.zeros(8)
         k[: self.distortions.size] = self.distortions
-        k1, k2, p1, p2, k3, k4, k5, k6 = k
-        x, y = xy[..., 0], xy[..., 1]
-        r2 = x * x + y * y
-        radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
-        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        return np.stack([xd, yd], axis=-1)
+        return distort(xy, k)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(..., 3) world points -> (..., 2) distorted pixel coordinates (OpenCV's model)."""

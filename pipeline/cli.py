@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 import tyro
 
+from capture.calibration.stage import CalibrateConfig
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -87,6 +88,27 @@ class Studio(StudioConfig):
 
 
 @dataclasses.dataclass
+class Calibrate(CalibrateConfig):
+    """Calibrate every camera from the ChArUco board videos -> calibration/calibration.toml."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from capture.calibration.stage import calibrate
+
+        r = calibrate(self.session, self)
+        out = self.session / "calibration" / "calibration.toml"
+        if r.skipped:
+            print(f"{out}: up to date (same videos, board and options); nothing to do")
+            return EXIT_OK
+        views = r.rig.metadata["board_views"]
+        print(f"calibrated {len(r.rig)} cameras -> {out}: mean reprojection error {r.error_px:.3f} px, "
+              f"board views per camera {min(views.values())}-{max(views.values())}, {r.seconds:.1f} s")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class _Planned:
     """A stage whose implementation is not in this version yet: exits 3 and says so."""
 
@@ -123,7 +145,7 @@ STAGES = {
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
     "report": "Write the session report (report/index.html).",
 }
-IMPLEMENTED: dict[str, type] = {"studio": Studio}
+IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

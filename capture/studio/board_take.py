@@ -450,6 +450,7 @@ class _CameraJob:
     seed: int
     path: Path
     in_worker: bool = False
+    offset: int = 0  # the camera's frame_offset: its video frame i shows instant i - offset
 
 
 def _render_video(job: _CameraJob) -> tuple[str, int, float]:
@@ -461,23 +462,28 @@ def _render_video(job: _CameraJob) -> tuple[str, int, float]:
     lighting = take_lighting(len(job.truth), job.seed)
     with VideoWriter(job.path, job.truth.fps, job.camera.size) as writer:
         for f in range(len(job.truth)):
-            writer.write(cv2.cvtColor(renderer.render(job.truth, f, lighting), cv2.COLOR_GRAY2BGR))
+            instant = min(max(f - job.offset, 0), len(job.truth) - 1)  # the take's ends repeat
+            writer.write(cv2.cvtColor(renderer.render(job.truth, instant, lighting), cv2.COLOR_GRAY2BGR))
     return job.camera.name, len(job.truth), time.perf_counter() - start
 
 
 def write_board_videos(root: Path, rig: CameraRig, spec: BoardSpec, fps: float, n_frames: int, seed: int,
-                       workers: int = 2, motion: BoardMotion | None = None) -> BoardTruth:
+                       workers: int = 2, motion: BoardMotion | None = None,
+                       offsets: list[int] | None = None) -> BoardTruth:
     """Render the calibration take of every camera of ``rig`` into session folder ``root``.
 
     Writes ``calibration/videos/<camera>.mp4`` (one process per camera, ``workers`` at a
     time) and ``ground_truth/board_poses.npz``; returns the ground truth. ``motion``
-    None: ``motion_for_rig(rig)``. Every camera's frame i shows instant i (frame offsets
-    of a session are not applied to the board take).
+    None: ``motion_for_rig(rig)``. With ``offsets`` (the session's frame_offset per camera)
+    camera c's video frame i shows the board at instant i - offset_c, as session.toml says;
+    instants beyond the take's ends show its first or last pose (no instant shared by all
+    cameras falls there).
     """
     root = Path(root)
     truth = board_trajectory(n_frames, spec, seed, fps, motion or motion_for_rig(rig))
     log.info("board take: %d cameras x %d frames, %s, seed %d, %d workers", len(rig), n_frames, spec, seed, workers)
-    jobs = [_CameraJob(cam, i, truth, seed, root / CALIBRATION_VIDEOS / f"{cam.name}.mp4", workers > 1)
+    offsets = offsets or [0] * len(rig)
+    jobs = [_CameraJob(cam, i, truth, seed, root / CALIBRATION_VIDEOS / f"{cam.name}.mp4", workers > 1, offsets[i])
             for i, cam in enumerate(rig.cameras)]
     start = time.perf_counter()
     if workers > 1:

@@ -7,7 +7,7 @@ Writes exactly the layout of a real session (``data_schemas.session``) and, asid
     calibration/videos/<cam>.mp4                 the ChArUco take (board_take)
     sequences/seqNNN/videos/<cam>.mp4            two hands interacting (motion, scene, render)
     ground_truth/calibration.toml                the dome's true cameras
-    ground_truth/board_poses.npz                 the board's pose per frame of the take
+    ground_truth/board_poses.npz                 the board's pose per instant of the take
     ground_truth/sequences/seqNNN/mano.h5        hand-model parameters per frame (format of `fit`)
     ground_truth/sequences/seqNNN/joints3d.h5    3D joints of every frame (n_cameras = all cameras:
                                                  the truth needs no support; visibility is below)
@@ -131,11 +131,12 @@ def build_session(cfg: StudioConfig) -> StudioSummary:
     write_calibration(root / GROUND_TRUTH / "calibration.toml", rig)
     # 2.
     t_render = time.perf_counter()
-    write_board_videos(root, rig, BOARD, rc.fps, cfg.board_frames, cfg.seed, workers=cfg.workers)
+    offsets = np.array([s.frame_offset for s in specs])
+    write_board_videos(root, rig, BOARD, rc.fps, cfg.board_frames, cfg.seed, workers=cfg.workers,
+                       offsets=offsets.tolist())
     images = len(rig) * cfg.board_frames
     # 3. + 4.
     model = HandModel()
-    offsets = np.array([s.frame_offset for s in specs])
     for k, name in enumerate(names):
         images += build_sequence(root, name, FAMILIES[k % len(FAMILIES)], rig, offsets, rc.fps, cfg.frames,
                                  cfg.seed * 1000 + k, model, cfg.workers)

@@ -1,0 +1,170 @@
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capture.calibration.board_views import CameraViews
+from capture.calibration.initialize import mean_rotation
+from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_views
+from capture.studio.board_take import write_board_videos
+from capture.studio.rig import BOARD, DEMO, make_rig
+from capture.video import VideoWriter
+from data_schemas import SchemaError
+from data_schemas.calibration import read_calibration
+from data_schemas.session import SessionConfig, read_session_toml, write_session_toml
+
+RIG = replace(DEMO, n_cameras=5)
+FRAMES = 120
+
+
+def hd(*args):
+    env = dict(os.environ, HANDDIFFUSE_LOG="WARNING")
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env)
+
+
+def make_take(root: Path, frames: int = FRAMES, rig_cfg=RIG, seed: int = 0):
+    rig, specs = make_rig(rig_cfg, seed)
+    write_session_toml(root / "session.toml", SessionConfig("calib", rig_cfg.fps, specs, BOARD))
+    write_board_videos(root, rig, BOARD, rig_cfg.fps, frames, seed, workers=1,
+                       offsets=[s.frame_offset for s in specs])
+    return rig
+
+
+def compare(est, truth):
+    """Errors after aligning the world frames: rotation from the cameras' orientations,
+    then translation + scale from their centres."""
+    M = mean_rotation(np.stack([e.R.T @ g.R for e, g in zip(est.cameras, truth.cameras)]))  # world_truth -> est
+    rot = [np.degrees(np.arccos(np.clip((np.trace((e.R @ M).T @ g.R) - 1) / 2, -1, 1)))
+           for e, g in zip(est.cameras, truth.cameras)]
+    A = np.stack([M.T @ e.center for e in est.cameras])
+    B = np.stack([g.center for g in truth.cameras])
+    s = ((A - A.mean(0)) * (B - B.mean(0))).sum() / ((A - A.mean(0)) ** 2).sum()
+    centre = np.linalg.norm(s * (A - A.mean(0)) + B.mean(0) - B, axis=1)
+    focal = [abs(e.matrix[0, 0] / g.matrix[0, 0] - 1) for e, g in zip(est.cameras, truth.cameras)]
+    return np.array(rot), centre, np.array(focal), s
+
+
+@pytest.fixture(scope="module")
+def take(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib") / "s"
+    truth = make_take(root)
+    r = hd("calibrate", root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"calibrated 5 cameras -> {root / 'calibration' / 'calibration.toml'}")
+    return root, truth
+
+
+def test_recovers_the_rig(take):
+    root, truth = take
+    est = read_calibration(root / "calibration" / "calibration.toml")
+    assert est.names == truth.names
+    rot, centre, focal, scale = compare(est, truth)
+    # a short take at 640x512 (the strict figures come from make test-slow and bench/calibration.py)
+    assert est.metadata["error"] <= 0.3
+    assert focal.max() < 0.005
+    assert centre.max() < 0.003
+    assert rot.max() < 0.25
+    assert abs(scale - 1) < 0.002  # metric scale from the board
+    md = est.metadata
+    assert set(md["reprojection_error_px"]) == set(truth.names) and min(md["board_views"].values()) >= 10
+    assert md["date"] and md["inputs"]
+    for name in ("calibration_errors.png", "calibration_rig.png", "calibration_coverage.png"):
+        assert (root / "calibration" / name).stat().st_size > 1000
+
+
+def test_rerun_with_unchanged_inputs_does_nothing(take):
+    root, _ = take
+    toml = root / "calibration" / "calibration.toml"
+    before = toml.stat().st_mtime_ns
+    r = hd("calibrate", root)
+    assert r.returncode == 0 and "up to date" in r.stdout
+    assert toml.stat().st_mtime_ns == before
+
+
+def _copy(take, tmp_path):
+    root = tmp_path / "s"
+    shutil.copytree(take[0], root)
+    shutil.rmtree(root / "calibration" / "calibration.toml", ignore_errors=True)
+    (root / "calibration" / "calibration.toml").unlink()
+    return root
+
+
+def one_error(r):
+    assert r.returncode == 1, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_board_not_found_in_a_camera_names_it(take, tmp_path):
+    root = _copy(take, tmp_path)
+    video = root / "calibration" / "videos" / "cam02.mp4"
+    with VideoWriter(video, RIG.fps, (RIG.width, RIG.height)) as w:  # a camera that saw only the wall
+        for _ in range(FRAMES):
+            w.write(np.full((RIG.height, RIG.width, 3), 90, np.uint8))
+    assert one_error(hd("calibrate", root)) == (
+        f"error: {video}: camera 'cam02': the board was found in 0 frames, at least 3 are needed")
+    assert not (root / "calibration" / "calibration.toml").exists()
+
+
+def test_wrong_board_spec(take, tmp_path):
+    root = _copy(take, tmp_path)
+    cfg = read_session_toml(root / "session.toml")
+    cfg.board = replace(cfg.board, dictionary="DICT_4X4_50")
+    write_session_toml(root / "session.toml", cfg)
+    assert one_error(hd("calibrate", root)) == (
+        f"error: {root / 'session.toml'}: no ChArUco board found in any camera's calibration video: "
+        "check [board] (squares, lengths, dictionary, legacy_pattern)")
+
+
+def test_missing_and_corrupt_videos(take, tmp_path):
+    root = _copy(take, tmp_path)
+    video = root / "calibration" / "videos" / "cam01.mp4"
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) * 6 // 10])
+    line = one_error(hd("calibrate", root))
+    assert line.startswith(f"error: {video}: video is corrupt or truncated")
+    video.unlink()
+    assert one_error(hd("calibrate", root)) == f"error: {video}: video of camera 'cam01' not found"
+
+
+def test_camera_without_shared_views_is_named():
+    from capture.charuco import board_corners
+    from capture.studio.board_take import board_trajectory, corner_visibility, motion_for_rig
+
+    rng = np.random.default_rng(0)
+    rig, _ = make_rig(RIG, 0)
+    truth = board_trajectory(FRAMES, BOARD, 0, motion=motion_for_rig(rig))
+    X = truth.to_world(board_corners(BOARD))
+    views = []
+    for cam in rig.cameras:
+        vis = corner_visibility(cam, truth)
+        keep = [f for f in range(FRAMES) if vis[f].sum() >= 8]
+        ids = [np.flatnonzero(vis[f]) for f in keep]
+        corners = [cam.project(X[f, i]) + rng.normal(0, 0.05, (len(i), 2)) for f, i in zip(keep, ids)]
+        # cam03's clock is off: its views carry instants no other camera has
+        instants = np.array(keep) + (1000 if cam.name == "cam03" else 0)
+        views.append(CameraViews(cam.name, Path(f"/videos/{cam.name}.mp4"), cam.size, instants, ids, corners))
+    with pytest.raises(SchemaError) as e:
+        calibrate_views(views, BOARD)
+    assert str(e.value) == ("/videos/cam03.mp4: camera 'cam03': shares at most 0 board views with the calibrated "
+                            "cameras, at least 3 are needed to place it in the rig; move the board where it and "
+                            "its neighbours see it at the same time")
+
+
+@pytest.mark.slow
+def test_demo_rig_meets_the_accuracy_targets(tmp_path):
+    """The studio's demo dome (8 cameras, 640x512) and its default 300-frame take."""
+    truth = make_take(tmp_path, frames=300, rig_cfg=DEMO)
+    est = calibrate(tmp_path, CalibrateConfig()).rig
+    rot, centre, focal, _ = compare(est, truth)
+    assert est.metadata["error"] <= 0.3
+    assert focal.max() <= 0.005
+    assert centre.max() <= 0.002
+    assert rot.max() <= 0.1
