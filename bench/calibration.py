@@ -30,16 +30,17 @@ from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_view
 from capture.charuco import board_corners  # noqa: E402
 from capture.studio.board_take import board_trajectory, corner_visibility, motion_for_rig  # noqa: E402
 from capture.studio.rig import BOARD, DEMO, FULL, make_rig  # noqa: E402
-from tests.test_calibrate import compare, make_take  # noqa: E402
+from capture.calibration.evaluate import compare_rigs  # noqa: E402
+from tests.test_calibrate import make_take  # noqa: E402
 
 FRAMES = 300
 
 
 def line(name: str, n: int, seconds: float, rig, truth) -> str:
-    rot, centre, focal, _ = compare(rig, truth)
+    e = compare_rigs(rig, truth)
     return (f"calibration cameras={n} seconds={seconds:.1f} reproj_px={rig.metadata['error']:.3f} "
-            f"centre_err_mm={centre.max() * 1000:.2f} rot_err_deg={rot.max():.3f} focal_err_pct={focal.max() * 100:.3f}"
-            f"  ({name}; worst camera)")
+            f"centre_err_mm={e.centre_m.max() * 1000:.2f} rot_err_deg={e.rotation_deg.max():.3f} "
+            f"focal_err_pct={e.focal_rel.max() * 100:.3f}  ({name}; worst camera)")
 
 
 def synthetic_views(rig, noise_px: float, seed: int) -> list[CameraViews]:

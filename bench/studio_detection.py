@@ -51,10 +51,10 @@ def draw(image: np.ndarray, detections, truth_px: np.ndarray, size: int = 360) -
         for p in d.landmarks:
             cv2.circle(out, pt(p), 4, COLORS[k % 2], 1, cv2.LINE_AA)
     lo, hi = truth_px.reshape(-1, 2).min(0) * scale, truth_px.reshape(-1, 2).max(0) * scale
-    half = max(hi - lo) / 2 + 30
-    c = (lo + hi) / 2
-    x0, y0 = (np.clip(c - half, 0, None)).astype(int)
-    crop = out[y0:int(c[1] + half), x0:int(c[0] + half)]
+    half = int(max(hi - lo) / 2 + 30)
+    c = ((lo + hi) / 2).astype(int)
+    padded = cv2.copyMakeBorder(out, half, half, half, half, cv2.BORDER_CONSTANT)  # crops near the border
+    crop = padded[c[1]:c[1] + 2 * half, c[0]:c[0] + 2 * half]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -92,13 +92,15 @@ def main() -> None:
                         found = det.detect(frames[f])
                         s = score_view([d.landmarks for d in found], truths[f], cam.size[1])
                         per_family[family].add(s)
-                        if s.eligible == 2 and f == 6 * args.stride and k == 0 and c in (2 * fi, 2 * fi + 1):
-                            examples.append(draw(frames[f], found, truths[f].pixels))  # 2 per family
+                        mine = [e for e in examples if e[0] == family]
+                        if s.eligible >= 1 and len(mine) < 2 and all(e[1] != c for e in mine) and f >= 9:
+                            examples.append((family, c, draw(frames[f], found, truths[f].pixels)))
             s = per_family[family]
             print(f"  {family:<20} views={s.views:4d} eligible={s.eligible:4d} rate={s.rate:.3f} "
                   f"median_err_px={s.median_error_px:.2f}", flush=True)
             total.add(s)
     if examples:
+        examples = [e[2] for e in examples]  # two per family, different cameras
         args.examples.parent.mkdir(parents=True, exist_ok=True)
         examples += [np.zeros_like(examples[0])] * (-len(examples) % 4)
         rows = [np.hstack(examples[i:i + 4]) for i in range(0, len(examples), 4)]

@@ -50,6 +50,16 @@ def studio(cfg: DemoConfig) -> str:
             f"{s.images} images, {s.images_per_s:.1f} images/s")
 
 
+def calibrate(cfg: DemoConfig) -> str:
+    from capture.calibration.evaluate import compare_rigs
+    from capture.calibration.stage import calibrate as run_calibrate
+    from data_schemas.calibration import read_calibration
+
+    r = run_calibrate(cfg.session)
+    truth = read_calibration(cfg.session / "ground_truth" / "calibration.toml")
+    return f"reprojection {r.error_px:.3f} px; vs truth: {compare_rigs(r.rig, truth).summary()}"
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -60,7 +70,7 @@ def validate_all(cfg: DemoConfig) -> str:
 
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
-    for name, fn in (("studio", studio), ("validate", validate_all)):
+    for name, fn in (("studio", studio), ("calibrate", calibrate), ("validate", validate_all)):
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
         measure = fn(cfg)

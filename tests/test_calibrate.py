@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from capture.calibration.board_views import CameraViews
-from capture.calibration.initialize import mean_rotation
+from capture.calibration.evaluate import compare_rigs
 from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_views
 from capture.studio.board_take import write_board_videos
 from capture.studio.rig import BOARD, DEMO, make_rig
@@ -37,17 +37,8 @@ def make_take(root: Path, frames: int = FRAMES, rig_cfg=RIG, seed: int = 0):
 
 
 def compare(est, truth):
-    """Errors after aligning the world frames: rotation from the cameras' orientations,
-    then translation + scale from their centres."""
-    M = mean_rotation(np.stack([e.R.T @ g.R for e, g in zip(est.cameras, truth.cameras)]))  # world_truth -> est
-    rot = [np.degrees(np.arccos(np.clip((np.trace((e.R @ M).T @ g.R) - 1) / 2, -1, 1)))
-           for e, g in zip(est.cameras, truth.cameras)]
-    A = np.stack([M.T @ e.center for e in est.cameras])
-    B = np.stack([g.center for g in truth.cameras])
-    s = ((A - A.mean(0)) * (B - B.mean(0))).sum() / ((A - A.mean(0)) ** 2).sum()
-    centre = np.linalg.norm(s * (A - A.mean(0)) + B.mean(0) - B, axis=1)
-    focal = [abs(e.matrix[0, 0] / g.matrix[0, 0] - 1) for e, g in zip(est.cameras, truth.cameras)]
-    return np.array(rot), centre, np.array(focal), s
+    e = compare_rigs(est, truth)
+    return e.rotation_deg, e.centre_m, e.focal_rel, e.scale
 
 
 @pytest.fixture(scope="module")

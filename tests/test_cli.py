@@ -121,10 +121,14 @@ def test_validate_nan_in_mano(tmp_path):
         f"error: {p}: 'transl' has 1 NaN/inf values (first at index (3, 1, 2))")
 
 
+def test_calibrate_missing_session_folder():
+    assert _one_error(hd("calibrate", "somewhere")) == "error: somewhere: session folder not found"
+
+
 def test_planned_stage_says_so():
-    r = hd("calibrate", "somewhere")
+    r = hd("detect", "somewhere")
     assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse calibrate` is not available in handdiffuse 0.1.0 yet"
+    assert r.stderr.strip() == "error: `handdiffuse detect` is not available in handdiffuse 0.1.0 yet"
 
 
 @pytest.mark.parametrize("args", [["validate"], ["nonsense"]])

@@ -49,7 +49,7 @@ DEMO = RigConfig(n_cameras=8, width=640, height=512, radius=0.9, min_elevation_d
                  max_elevation_deg=60.0, horizontal_fov_deg=45.0)
 PRESETS = {"full": FULL, "demo": DEMO}
 
-BOARD = BoardSpec(squares_x=7, squares_y=5, square_length=0.04, marker_length=0.03,
+BOARD = BoardSpec(squares_x=10, squares_y=7, square_length=0.04, marker_length=0.03,
                   dictionary="DICT_5X5_100", legacy_pattern=False)
 
 
