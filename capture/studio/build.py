@@ -49,6 +49,7 @@ from data_schemas.session import GROUND_TRUTH, SESSION_TOML, SessionConfig, writ
 STUDIO_TOML = f"{GROUND_TRUTH}/studio.toml"
 GT_SEQUENCE = GROUND_TRUTH + "/sequences/{seq}"
 DETECTOR_ID = "ground_truth"
+SUPERSAMPLE = 2  # render at 2x2 samples per pixel (anti-aliasing)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class StudioConfig:
     """Camera dome: demo (8 cameras, 640x512) or full (50 cameras, 3840x2160, like the paper's)."""
     sequences: int = 2
     """Number of hand sequences (takes); categories cycle through the four motion families."""
-    frames: int = 90
+    frames: int = 60
     """Frames per sequence (the paper's takes are 1000-4000 frames)."""
     board_frames: int = 300
     """Frames of the calibration take."""
@@ -179,6 +180,8 @@ def build_sequence(root: Path, name: str, family: str, rig: CameraRig, offsets: 
 
 def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Worker: camera c's video of the current sequence, and its truth at every instant."""
+    import cv2
+
     from capture.studio.render import make_background, render_view
     from capture.studio.scene import view_truth
     from capture.video import VideoWriter
@@ -187,6 +190,7 @@ def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
     scene, cam = job["scene"], job["rig"].cameras[c]
     rng = np.random.default_rng([job["seed"], c])
     background = make_background(cam, np.random.default_rng([job["seed"] // 1000, c]))  # the dome's wall
+    background = cv2.resize(background, (cam.size[0] * SUPERSAMPLE, cam.size[1] * SUPERSAMPLE))
     F, lead, off = job["n_frames"], job["lead"], int(job["offsets"][c])
     visible = np.zeros((F, 2, 21), bool)
     pixels = np.zeros((F, 2, 21, 2))
@@ -194,7 +198,7 @@ def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
         for i in range(F):
             m = i - off + lead  # motion frame shown in video frame i
             view = render_view(cam, scene.vertices[m].astype(np.float64), scene.template, scene.look, background,
-                               rng, scene.lit[m])
+                               rng, scene.lit[m], SUPERSAMPLE, scene.normals[m].astype(np.float64))
             w.write(view.image)
             instant = i - off
             if 0 <= instant < F:

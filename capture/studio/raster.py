@@ -1,4 +1,4 @@
-"""A z-buffer triangle rasterizer in numpy (the studio's renderer core).
+"""A z-buffer triangle rasterizer (the studio's renderer core), compiled with numba.
 
 Pixel centres are at integer coordinates (OpenCV's convention: pixel (row i, column j)
 covers [j - 0.5, j + 0.5] x [i - 0.5, i + 0.5]). Vertices come already projected to
@@ -7,19 +7,20 @@ and rasterizing straight edges is exact to a small fraction of a pixel) and with
 camera depth, so attributes are interpolated perspective-correctly.
 
 1. cull faces behind the near plane and faces turned away from the camera
-2. enumerate the (face, pixel) pairs inside each face's bounding box, in chunks
+2. for each face, the pixel centres inside its bounding box
 3. screen-space barycentrics by edge functions; keep the pixels inside the face
-4. depth = 1 / sum(b_i / z_i); the nearest pair per pixel wins
+4. depth = 1 / sum(b_i / z_i); the nearest face per pixel wins (z-buffer)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 NEAR = 0.05  # m
-MAX_PAIRS = 4_000_000  # per chunk, bounds memory on large images
+INSIDE_EPS = 1e-7  # barycentric slack: pixel centres on a shared edge belong to both faces
 
 
 @dataclass
@@ -32,61 +33,53 @@ class Fragments:
     depth: np.ndarray  # (P,) camera depth, m
 
 
+@numba.njit(cache=True, nogil=True)
+def _zbuffer(tri, z, fidx, W, H, zbuf, fbuf, b0, b1):  # pragma: no cover - compiled
+    for k in range(tri.shape[0]):
+        ax, ay = tri[k, 0, 0], tri[k, 0, 1]
+        bx, by = tri[k, 1, 0], tri[k, 1, 1]
+        cx, cy = tri[k, 2, 0], tri[k, 2, 1]
+        area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if abs(area) < 1e-12:
+            continue
+        # 2.
+        x_lo = max(int(np.ceil(min(ax, bx, cx) - 1e-9)), 0)
+        x_hi = min(int(np.floor(max(ax, bx, cx) + 1e-9)), W - 1)
+        y_lo = max(int(np.ceil(min(ay, by, cy) - 1e-9)), 0)
+        y_hi = min(int(np.floor(max(ay, by, cy) + 1e-9)), H - 1)
+        iz0, iz1, iz2 = 1.0 / z[k, 0], 1.0 / z[k, 1], 1.0 / z[k, 2]
+        for y in range(y_lo, y_hi + 1):
+            for x in range(x_lo, x_hi + 1):
+                # 3.
+                w0 = ((bx - x) * (cy - y) - (by - y) * (cx - x)) / area
+                w1 = ((cx - x) * (ay - y) - (cy - y) * (ax - x)) / area
+                w2 = 1.0 - w0 - w1
+                if w0 < -INSIDE_EPS or w1 < -INSIDE_EPS or w2 < -INSIDE_EPS:
+                    continue
+                # 4.
+                inv = w0 * iz0 + w1 * iz1 + w2 * iz2
+                d = 1.0 / inv
+                p = y * W + x
+                if d < zbuf[p]:
+                    zbuf[p] = d
+                    fbuf[p] = fidx[k]
+                    b0[p] = w0 * iz0 / inv
+                    b1[p] = w1 * iz1 / inv
+
+
 def rasterize(pix: np.ndarray, depth: np.ndarray, faces: np.ndarray, front: np.ndarray,
               size: tuple[int, int]) -> Fragments:
     """pix (N, 2) px, depth (N,) m, faces (F, 3), front (F,) bool (faces to draw), size (width, height)."""
     W, H = size
     # 1.
-    keep = front & (depth[faces] > NEAR).all(axis=1)
-    fidx = np.flatnonzero(keep)
-    tri = pix[faces[fidx]].astype(np.float32)  # (F', 3, 2); float32: pixels, exact to ~1e-4 px
-    lo = np.ceil(tri.min(axis=1) - 1e-9).astype(np.int64)
-    hi = np.floor(tri.max(axis=1) + 1e-9).astype(np.int64)
-    lo = np.maximum(lo, 0)
-    hi = np.minimum(hi, [W - 1, H - 1])
-    w = hi[:, 0] - lo[:, 0] + 1
-    h = hi[:, 1] - lo[:, 1] + 1
-    ok = (w > 0) & (h > 0)
-    fidx, tri, lo, w, h = fidx[ok], tri[ok], lo[ok], w[ok], h[ok]
-    count = w * h
-    # 2. faces grouped into chunks of about MAX_PAIRS pairs
-    chunk = (np.cumsum(count) - count) // MAX_PAIRS
-    edges = np.flatnonzero(np.diff(chunk)) + 1
-    out = []
-    for s, e in zip(np.r_[0, edges], np.r_[edges, len(fidx)]):
-        if e > s:
-            out.append(_chunk(fidx[s:e], tri[s:e], lo[s:e], w[s:e], count[s:e], faces, depth, W))
-    if not out:
-        z = np.zeros(0)
-        return Fragments(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), z)
-    pixel, face, bary, zbuf = (np.concatenate(a) for a in zip(*out))
-    # 4. nearest per pixel
-    order = np.lexsort((zbuf, pixel))
-    first = np.ones(len(order), bool)
-    first[1:] = pixel[order][1:] != pixel[order][:-1]
-    win = order[first]
-    return Fragments(pixel[win], face[win], bary[win], zbuf[win])
-
-
-def _chunk(fidx, tri, lo, w, count, faces, depth, W):
-    n = int(count.sum())
-    which = np.repeat(np.arange(len(fidx)), count)  # (n,)
-    local = np.arange(n) - np.repeat(np.cumsum(count) - count, count)
-    wi = w[which]
-    x = lo[which, 0] + local % wi
-    y = lo[which, 1] + local // wi
-    xf, yf = x.astype(np.float32), y.astype(np.float32)
-    # 3. edge functions
-    a, b, c = tri[which, 0], tri[which, 1], tri[which, 2]  # (n, 2)
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    area = np.where(np.abs(area) < 1e-12, 1e-12, area)
-    w0 = ((b[:, 0] - xf) * (c[:, 1] - yf) - (b[:, 1] - yf) * (c[:, 0] - xf)) / area
-    w1 = ((c[:, 0] - xf) * (a[:, 1] - yf) - (c[:, 1] - yf) * (a[:, 0] - xf)) / area
-    w2 = 1.0 - w0 - w1
-    inside = (w0 >= -1e-6) & (w1 >= -1e-6) & (w2 >= -1e-6)
-    f = fidx[which[inside]]
-    bs = np.stack([w0[inside], w1[inside], w2[inside]], axis=1).astype(np.float64)
-    inv_z = 1.0 / depth[faces[f]]  # (m, 3)
-    denom = (bs * inv_z).sum(axis=1)
-    bary = bs * inv_z / denom[:, None]
-    return y[inside] * W + x[inside], f, bary, 1.0 / denom
+    fidx = np.flatnonzero(front & (depth[faces] > NEAR).all(axis=1))
+    tri = np.ascontiguousarray(pix[faces[fidx]], dtype=np.float64)  # (F', 3, 2)
+    z = np.ascontiguousarray(depth[faces[fidx]], dtype=np.float64)  # (F', 3)
+    zbuf = np.full(W * H, np.inf)
+    fbuf = np.full(W * H, -1, np.int64)
+    b0 = np.zeros(W * H)
+    b1 = np.zeros(W * H)
+    _zbuffer(tri, z, fidx.astype(np.int64), W, H, zbuf, fbuf, b0, b1)
+    pixel = np.flatnonzero(fbuf >= 0)
+    bary = np.stack([b0[pixel], b1[pixel], 1.0 - b0[pixel] - b1[pixel]], axis=1)
+    return Fragments(pixel, fbuf[pixel], bary, zbuf[pixel])

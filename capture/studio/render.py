@@ -238,16 +238,19 @@ class View:
 
 def render_view(camera: Camera, vertices: np.ndarray, template: SceneTemplate, look: Look,
                 background: np.ndarray, rng: np.random.Generator, lit: np.ndarray | None = None,
-                supersample: int = 2) -> View:
+                supersample: int = 2, normals: np.ndarray | None = None) -> View:
     """vertices: (N, 3) world positions of the scene's concatenated vertices; lit: (N,) their
-    key-light visibility (``key_light_visibility``, once per frame for every camera)."""
+    key-light visibility and normals (N, 3) their normals (both the same for every camera of
+    a frame: pass them in to compute them once). ``background`` (H, W, 3) or already at the
+    supersampled size."""
     W, H = camera.size
     s = supersample
     pc = camera.to_camera(vertices)  # (N, 3)
     pix = camera.project(vertices)  # (N, 2) px, distorted
     pix_s = (pix + 0.5) * s - 0.5  # the same point in the supersampled grid's pixel-centre convention
     faces = template.faces
-    normals = vertex_normals(vertices, faces)
+    if normals is None:
+        normals = vertex_normals(vertices, faces)
     # 1. front faces: the face normal points towards the camera
     fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
     front = np.einsum("ij,ij->i", fn, camera.center - vertices[faces[:, 0]]) > 0
@@ -256,7 +259,9 @@ def render_view(camera: Camera, vertices: np.ndarray, template: SceneTemplate, l
     # 3. shade the vertices (they are ~2 px apart), interpolate the colour (Gouraud)
     color = shade(vertices, normals, template, look, camera.center, lit)[faces[frag.face]]  # (P, 3, 3)
     color = np.einsum("pk,pkc->pc", frag.bary.astype(np.float32), color)
-    big = cv2.resize(background, (W * s, H * s), interpolation=cv2.INTER_LINEAR).reshape(-1, 3).copy()
+    if background.shape[:2] != (H * s, W * s):
+        background = cv2.resize(background, (W * s, H * s), interpolation=cv2.INTER_LINEAR)
+    big = background.reshape(-1, 3).copy()
     big[frag.pixel] = color
     objects = np.zeros(W * s * H * s, np.uint8)
     objects[frag.pixel] = template.object_of_face[frag.face]

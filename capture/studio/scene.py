@@ -15,7 +15,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from capture.studio.render import OBJECT_LEFT, OBJECT_LEFT_ARM, OBJECT_RIGHT, OBJECT_RIGHT_ARM, Look, \
-    SceneTemplate, View, draw_look, key_light_visibility, pose_arms, scene_template
+    SceneTemplate, View, draw_look, key_light_visibility, pose_arms, scene_template, \
+    vertex_normals
 from data_schemas.calibration import Camera
 
 JOINT_DEPTH_TOLERANCE = 0.015  # m: a joint lies this far under the skin at most
@@ -36,6 +37,7 @@ class PosedScene:
     joints: np.ndarray  # (F, 2, 21, 3) float64 world, our keypoint order
     palm_normal: np.ndarray  # (F, 2, 3) unit, world
     lit: np.ndarray  # (F, N) float32 key-light visibility of every vertex (shadows)
+    normals: np.ndarray  # (F, N, 3) float32 unit vertex normals
     template: SceneTemplate
     look: Look
 
@@ -65,7 +67,8 @@ def pose_scene(model, motion: Motion, rng: np.random.Generator, batch: int = 256
     arms = np.stack([pose_arms(template, rot[f], joints[f, :, 0], wrist_rest) for f in range(F)])  # (F, 2, A, 3)
     allv = np.concatenate([verts[:, 0], verts[:, 1], arms[:, 0], arms[:, 1]], axis=1).astype(np.float32)
     lit = np.stack([key_light_visibility(v.astype(np.float64), template.faces, look.key_dir) for v in allv])
-    return PosedScene(allv, joints, rot @ PALM_NORMAL, lit, template, look)
+    normals = np.stack([vertex_normals(v.astype(np.float64), template.faces) for v in allv]).astype(np.float32)
+    return PosedScene(allv, joints, rot @ PALM_NORMAL, lit, normals, template, look)
 
 
 @dataclass
