@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from capture.studio.render import vertex_normals
 from fitting.hand_model import pose_prior
 from fitting.hand_model.contact import hand_contact
 from fitting.hand_model.model import AXIS_ANGLE_MIRROR, HandModel
@@ -211,15 +212,6 @@ def _random_direction_near(v: np.ndarray, max_angle: float, rng: np.random.Gener
 # -- landmarks on the hand surface ---------------------------------------------------------
 
 
-def _vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        for c in range(3):
-            n[:, c] += np.bincount(faces[:, k], fn[:, c], minlength=len(v))
-    return _unit(n + 1e-18)
-
-
 @dataclass
 class Landmarks:
     """Vertex ids of surface points that touch, the same on both hands (the left mesh is the
@@ -234,7 +226,7 @@ class Landmarks:
             out = model(torch.zeros(1, 2, 3), torch.zeros(1, 2, 45))
         v = out.vertices[0, 1].numpy().astype(np.float64)
         j = out.joints[0, 1].numpy().astype(np.float64)  # (21, 3) ours
-        n = _vertex_normals(v, model.faces[1])
+        n = vertex_normals(v, model.faces[1])
         palm_x, mid_z = 0.55 * j[9, 0], 0.5 * (j[5, 2] + j[17, 2])
 
         def nearest(point, facing, min_dot=0.6):
@@ -327,7 +319,7 @@ class Script:
 
     def normal(self, hand: int, mark: str, verts: np.ndarray) -> np.ndarray:
         """Outward normal at a landmark of posed (2, V, 3) vertices, averaged over its neighbourhood."""
-        n = _vertex_normals(verts[hand], self.model.faces[hand])
+        n = vertex_normals(verts[hand], self.model.faces[hand])
         return _unit(n[self.marks.rings[mark]].mean(0))
 
     # timeline
