@@ -106,7 +106,7 @@ def ground_truth_files(root: Path) -> list[Path]:
     gt = root / GROUND_TRUTH
     files = [gt / "calibration.toml"] if (gt / "calibration.toml").is_file() else []
     for seq in sorted(p for p in (gt / "sequences").glob("*") if p.is_dir()):
-        files += [seq / f"{k}.h5" for k in ("keypoints2d", "joints3d", "mano") if (seq / f"{k}.h5").is_file()]
+        files += [seq / name for name in _FORMAT_BY_NAME if (seq / name).is_file()]
     return files
 
 

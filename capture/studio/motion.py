@@ -750,6 +750,23 @@ def _close_until_touch(script: Script, key: Key, hand: int, shape: np.ndarray, s
     return replace(best, contact=True)
 
 
+def _grip_and_release(script: Script, rng: np.random.Generator, make, closers: tuple[int, ...],
+                      hold_s: tuple[float, float]) -> None:
+    """Approach a feasible touch, close the ``closers`` hands' fingers around the other until they
+    touch, hold for a while, open again and separate."""
+    key = _feasible_touch(script, make)
+    if key is None:
+        return
+    _go(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
+    grip = key
+    for hand in closers:
+        grip = _close_until_touch(script, grip, hand, _shape("grip", rng))
+    script.add(grip, speed=0.2)
+    script.hold(rng.uniform(*hold_s))
+    script.add(replace(key, contact=True), speed=0.2)
+    _release(script, rng.uniform(0.04, 0.07))
+
+
 def _act_clasp(script: Script, rng: np.random.Generator) -> None:
     """Handshake-like: palms together crosswise, then the fingers close around the other hand."""
     def make():
@@ -758,16 +775,7 @@ def _act_clasp(script: Script, rng: np.random.Generator) -> None:
         return script.touch(0, rot_l, _shape("relaxed", rng), "palm", _contact_point(rng), _shape("relaxed", rng),
                             "palm", np.array([0.4, -0.7, 0.35]), tilt=0.1, weights=(0.5, 0.5))
 
-    key = _feasible_touch(script, make)
-    if key is None:
-        return
-    _go(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    grip = _close_until_touch(script, key, 1, _shape("grip", rng))
-    grip = _close_until_touch(script, grip, 0, _shape("grip", rng))
-    script.add(grip, speed=0.2)
-    script.hold(rng.uniform(0.3, 0.7))
-    script.add(replace(key, contact=True), speed=0.2)
-    _release(script, rng.uniform(0.04, 0.07))
+    _grip_and_release(script, rng, make, (1, 0), (0.3, 0.7))
 
 
 def _act_grasp_fingers(script: Script, rng: np.random.Generator) -> None:
@@ -781,15 +789,7 @@ def _act_grasp_fingers(script: Script, rng: np.random.Generator) -> None:
                             _contact_point(rng), _shape("C", rng), "palm", fa, tilt=0.2,
                             weights=_weights(target, rng))
 
-    key = _feasible_touch(script, make)
-    if key is None:
-        return
-    _go(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    grip = _close_until_touch(script, key, 1 - target, _shape("grip", rng))
-    script.add(grip, speed=0.2)
-    script.hold(rng.uniform(0.2, 0.6))
-    script.add(replace(key, contact=True), speed=0.2)
-    _release(script, rng.uniform(0.04, 0.07))
+    _grip_and_release(script, rng, make, (1 - target,), (0.2, 0.6))
 
 
 def _act_interlock(script: Script, rng: np.random.Generator) -> None:
@@ -800,16 +800,7 @@ def _act_interlock(script: Script, rng: np.random.Generator) -> None:
         return script.touch(0, rot_l, _shape("spread", rng), "palm", _contact_point(rng), _shape("spread", rng),
                             "palm", np.array([0.3, -0.8, -0.4]), weights=(0.5, 0.5), rot_a=rot_r, offset=across)
 
-    key = _feasible_touch(script, make)
-    if key is None:
-        return
-    _go(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    curled = _close_until_touch(script, key, 1, _shape("grip", rng))
-    curled = _close_until_touch(script, curled, 0, _shape("grip", rng))
-    script.add(curled, speed=0.2)
-    script.hold(rng.uniform(0.2, 0.5))
-    script.add(replace(key, contact=True), speed=0.2)
-    _release(script, rng.uniform(0.04, 0.07))
+    _grip_and_release(script, rng, make, (1, 0), (0.2, 0.5))
 
 
 def _act_palm_on_back(script: Script, rng: np.random.Generator) -> None:
