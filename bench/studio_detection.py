@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.mediapipe_hands import MediaPipeHands
+from capture.detect.mediapipe import MediaPipeHands
 from capture.studio.detector_check import DetectorScore, score_view
 from capture.studio.motion import FAMILIES, make_motion
 from capture.studio.render import make_background, render_view
@@ -35,7 +35,7 @@ from fitting.hand_model.model import HandModel
 COLORS = ((255, 128, 0), (0, 200, 255))
 
 
-def draw(image: np.ndarray, detections, truth_px: np.ndarray, size: int = 360) -> np.ndarray:
+def draw(image: np.ndarray, detections: list[np.ndarray], truth_px: np.ndarray, size: int = 360) -> np.ndarray:
     """A square crop around the hands: truth as green dots, each detection's landmarks and bones."""
     from data_schemas.keypoints import HAND_BONES
 
@@ -47,8 +47,8 @@ def draw(image: np.ndarray, detections, truth_px: np.ndarray, size: int = 360) -
             cv2.circle(out, pt(p), 3, (0, 255, 0), -1)
     for k, d in enumerate(detections):
         for a, b in HAND_BONES:
-            cv2.line(out, pt(d.landmarks[a]), pt(d.landmarks[b]), COLORS[k % 2], 1, cv2.LINE_AA)
-        for p in d.landmarks:
+            cv2.line(out, pt(d[a]), pt(d[b]), COLORS[k % 2], 1, cv2.LINE_AA)
+        for p in d:
             cv2.circle(out, pt(p), 4, COLORS[k % 2], 1, cv2.LINE_AA)
     lo, hi = truth_px.reshape(-1, 2).min(0) * scale, truth_px.reshape(-1, 2).max(0) * scale
     half = int(max(hi - lo) / 2 + 30)
@@ -89,8 +89,8 @@ def main() -> None:
                             truths.append(view_truth(cam, scene.joints[f], scene.palm_normal[f], view))
                     frames = read_frames(path)
                     for f in range(0, args.frames, args.stride):
-                        found = det.detect(frames[f])
-                        s = score_view([d.landmarks for d in found], truths[f], cam.size[1])
+                        found = [pts[:, :2] for pts, _, _ in det.hands(frames[f])]
+                        s = score_view(found, truths[f], cam.size[1])
                         per_family[family].add(s)
                         mine = [e for e in examples if e[0] == family]
                         if s.eligible >= 1 and len(mine) < 2 and all(e[1] != c for e in mine) and f >= 9:
