@@ -16,3 +16,6 @@ class SchemaError(ValueError):
         self.source = str(source)
         self.cause = " ".join(str(cause).split())  # one line, always
         super().__init__(f"{self.source}: {self.cause}")
+
+    def __reduce__(self):  # so an error raised in a worker process reaches the caller intact
+        return (type(self), (self.source, self.cause))

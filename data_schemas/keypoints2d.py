@@ -2,7 +2,8 @@
 
 HDF5 tree (format ``handdiffuse.keypoints2d``, version 1)::
 
-    /  attrs: format, version, detector (e.g. "mediapipe-0.10.14"), fps
+    /  attrs: format, version, detector (e.g. "mediapipe-0.10.14"), fps,
+              inputs (optional: fingerprint of the videos and detector options it came from)
     cameras      (C,)            str    camera names, the order of axis 0 below
     image_sizes  (C, 2)          int32  (width, height) px
     frames       (F,)            int64  frame index of each row (after sync offsets)
@@ -35,6 +36,7 @@ class Keypoints2D:
     keypoints: np.ndarray  # (C, F, 42, 3) float32 [x, y, score]
     detector: str
     fps: float
+    inputs: str = ""  # what the file was made from; the stage skips work whose inputs are unchanged
 
     def __post_init__(self) -> None:
         self.cameras = [str(c) for c in self.cameras]
@@ -68,7 +70,8 @@ class Keypoints2D:
 
 def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
     kp.validate(path)
-    with h5io.create(path, FORMAT, VERSION, detector=kp.detector, fps=float(kp.fps)) as f:
+    extra = {"inputs": kp.inputs} if kp.inputs else {}
+    with h5io.create(path, FORMAT, VERSION, detector=kp.detector, fps=float(kp.fps), **extra) as f:
         h5io.write_array(f, "cameras", np.array(kp.cameras, dtype=object), chunk_frames=None)
         h5io.write_array(f, "image_sizes", kp.image_sizes, chunk_frames=None)
         h5io.write_array(f, "frames", kp.frames)
@@ -84,6 +87,7 @@ def read_keypoints2d(path: str | Path) -> Keypoints2D:
             keypoints=h5io.read_array(f, "keypoints", path),
             detector=h5io.attr_str(f, "detector", path),
             fps=h5io.attr_float(f, "fps", path),
+            inputs=str(f.attrs.get("inputs", "")),
         )
     kp.validate(path)
     return kp

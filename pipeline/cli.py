@@ -14,6 +14,7 @@ from typing import Annotated, Union
 import tyro
 
 from capture.calibration.stage import CalibrateConfig
+from capture.detect.stage import DetectConfig
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -109,6 +110,29 @@ class Calibrate(CalibrateConfig):
 
 
 @dataclasses.dataclass
+class Detect(DetectConfig):
+    """Detect 2D hand keypoints in every camera of every sequence -> sequences/<seq>/keypoints2d.h5."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from capture.detect.stage import detect
+
+        for s in detect(self.session, self):
+            out = self.session / "sequences" / s.name / "keypoints2d.h5"
+            if s.skipped:
+                print(f"{out}: up to date (same videos and detector); nothing to do")
+                continue
+            reused = f", {s.chunks_reused} of {s.chunks} chunks reused from an interrupted run" if s.chunks_reused else ""
+            print(f"detected {s.name}: {s.cameras} cameras x {s.frames} frames -> {out}: hands found in "
+                  f"{100 * s.found:.1f}% of views, {s.images_per_s:.1f} images/s, {s.seconds:.1f} s{reused}")
+            if s.overlay:
+                print(f"  overlay: {s.overlay}")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class _Planned:
     """A stage whose implementation is not in this version yet: exits 3 and says so."""
 
@@ -145,7 +169,7 @@ STAGES = {
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
     "report": "Write the session report (report/index.html).",
 }
-IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate}
+IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

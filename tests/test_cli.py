@@ -125,10 +125,14 @@ def test_calibrate_missing_session_folder():
     assert _one_error(hd("calibrate", "somewhere")) == "error: somewhere: session folder not found"
 
 
+def test_detect_missing_session_folder():
+    assert _one_error(hd("detect", "somewhere")) == "error: somewhere: session folder not found"
+
+
 def test_planned_stage_says_so():
-    r = hd("detect", "somewhere")
+    r = hd("triangulate", "somewhere")
     assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse detect` is not available in handdiffuse 0.1.0 yet"
+    assert r.stderr.strip() == "error: `handdiffuse triangulate` is not available in handdiffuse 0.1.0 yet"
 
 
 @pytest.mark.parametrize("args", [["validate"], ["nonsense"]])

@@ -13,6 +13,10 @@ Writes exactly the layout of a real session (``data_schemas.session``) and, asid
                                                  the truth needs no support; visibility is below)
     ground_truth/sequences/seqNNN/keypoints2d.h5 projected joints per camera; score 1 = visible
                                                  (in the image, not behind a surface), 0 = hidden
+    ground_truth/sequences/seqNNN/views.npz      per camera, instant and hand (C, F, 2): unoccluded
+                                                 (whole hand in the image, no joint behind the other
+                                                 hand or an arm) and facing_deg (palm or back normal
+                                                 to the camera), to score detectors on clear views
     ground_truth/studio.toml                     the configuration that built the session
 
 Steps: 1. rig and session.toml; 2. board take; 3. per sequence: motion -> posed
@@ -38,7 +42,7 @@ import numpy as np
 import toml
 
 from capture.studio.rig import BOARD, PRESETS, RigConfig, make_rig
-from data_schemas.atomic import atomic_write_text
+from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.calibration import CameraRig, write_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import Joints3D, write_joints3d
@@ -48,6 +52,7 @@ from data_schemas.session import GROUND_TRUTH, SESSION_TOML, SessionConfig, writ
 
 STUDIO_TOML = f"{GROUND_TRUTH}/studio.toml"
 GT_SEQUENCE = GROUND_TRUTH + "/sequences/{seq}"
+VIEWS = "views.npz"
 DETECTOR_ID = "ground_truth"
 SUPERSAMPLE = 2  # render at 2x2 samples per pixel (anti-aliasing)
 
@@ -172,13 +177,18 @@ def build_sequence(root: Path, name: str, family: str, rig: CameraRig, offsets: 
     with ctx.Pool(max(1, workers)) as pool:
         per_camera = pool.map(_render_camera, range(len(rig)))
     _JOB.clear()
-    visible = np.stack([v for v, _, _ in per_camera])  # (C, F, 2, 21) at instants 0..F-1
-    pixels = np.stack([p for _, p, _ in per_camera])  # (C, F, 2, 21, 2)
+    visible = np.stack([r[0] for r in per_camera])  # (C, F, 2, 21) at instants 0..F-1
+    pixels = np.stack([r[1] for r in per_camera])  # (C, F, 2, 21, 2)
     write_truth(root, name, rig, motion, scene.joints, visible, pixels, lead, n_frames, fps)
-    return sum(n for _, _, n in per_camera)
+    gt = root / GT_SEQUENCE.format(seq=name)
+    with atomic_path(gt / VIEWS) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, cameras=np.array(rig.names), unoccluded=np.stack([r[2] for r in per_camera]),
+                     facing_deg=np.stack([r[3] for r in per_camera]).astype(np.float32))
+    return sum(r[4] for r in per_camera)
 
 
-def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Worker: camera c's video of the current sequence, and its truth at every instant."""
     import cv2
 
@@ -194,6 +204,8 @@ def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
     F, lead, off = job["n_frames"], job["lead"], int(job["offsets"][c])
     visible = np.zeros((F, 2, 21), bool)
     pixels = np.zeros((F, 2, 21, 2))
+    unoccluded = np.zeros((F, 2), bool)  # False where the video does not show the instant
+    facing = np.full((F, 2), 180.0)
     with VideoWriter(job["videos"] / f"{cam.name}.mp4", job["fps"], cam.size) as w:
         for i in range(F):
             m = i - off + lead  # motion frame shown in video frame i
@@ -204,10 +216,11 @@ def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, int]:
             if 0 <= instant < F:
                 t = view_truth(cam, scene.joints[m], scene.palm_normal[m], view)
                 visible[instant], pixels[instant] = t.visible, t.pixels
+                unoccluded[instant], facing[instant] = t.unoccluded, t.facing_deg
     for instant in range(F):  # instants this camera's video does not show: projection only
         if not (0 <= instant + off < F):
             pixels[instant] = cam.project(scene.joints[instant + lead])
-    return visible, pixels, F
+    return visible, pixels, unoccluded, facing, F
 
 
 def write_truth(root: Path, name: str, rig: CameraRig, motion, joints: np.ndarray, visible: np.ndarray,

@@ -1,0 +1,92 @@
+"""How well detections (keypoints2d.h5) match the studio's ground truth, per camera.
+
+A hand in a view is *eligible* when it is wholly in the image, not covered by the
+other hand or an arm, and its palm or back faces the camera within ``max_facing_deg``
+(``ground_truth/sequences/<seq>/views.npz``; without that file: whole hand in the
+image). It is *detected* when the row of its own side holds a hand whose mean keypoint
+distance to the truth is under ``match_fraction`` of the hand's size in the image
+(the diagonal of its true keypoints' box); it is *swapped* when only the other side's
+row matches it. Errors are the matched hands' mean keypoint distance, scaled to an
+image height of ``REFERENCE_HEIGHT`` px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_schemas.keypoints2d import Keypoints2D
+
+REFERENCE_HEIGHT = 512
+
+
+@dataclass
+class DetectionScore:
+    eligible: int = 0
+    detected: int = 0
+    swapped: int = 0
+    errors_px: list[float] = field(default_factory=list)  # per detected eligible hand, at 512 px height
+
+    @property
+    def rate(self) -> float:
+        return self.detected / max(self.eligible, 1)
+
+    @property
+    def median_px(self) -> float:
+        return float(np.median(self.errors_px)) if self.errors_px else float("nan")
+
+    @property
+    def mean_px(self) -> float:
+        return float(np.mean(self.errors_px)) if self.errors_px else float("nan")
+
+    def add(self, other: "DetectionScore") -> None:
+        self.eligible += other.eligible
+        self.detected += other.detected
+        self.swapped += other.swapped
+        self.errors_px += other.errors_px
+
+
+def load_views(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def score_detections(kp: Keypoints2D, truth: Keypoints2D, views: dict[str, np.ndarray] | None = None,
+                     max_facing_deg: float = 60.0, match_fraction: float = 0.35) -> dict[str, DetectionScore]:
+    """Per camera of ``kp``: the DetectionScore over the instants both files hold."""
+    common, i_kp, i_gt = np.intersect1d(kp.frames, truth.frames, return_indices=True)
+    out = {}
+    for c, cam in enumerate(kp.cameras):
+        g = truth.cameras.index(cam)
+        W, H = truth.image_sizes[g]
+        det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)  # (F, side, joint, xys)
+        true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
+        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+        eligible = inside  # (F, 2)
+        if views is not None:
+            v = list(views["cameras"]).index(cam)
+            eligible = eligible & views["unoccluded"][v, i_gt] & (views["facing_deg"][v, i_gt] <= max_facing_deg)
+        size = np.linalg.norm(true.max(axis=2) - true.min(axis=2), axis=-1)  # (F, 2)
+        s = DetectionScore()
+        for f, h in zip(*np.nonzero(eligible)):
+            s.eligible += 1
+            dist = [_mean_distance(det[f, side], true[f, h]) for side in range(2)]
+            if dist[h] < match_fraction * size[f, h]:
+                s.detected += 1
+                s.errors_px.append(dist[h] * REFERENCE_HEIGHT / H)
+            elif dist[1 - h] < match_fraction * size[f, h]:
+                s.swapped += 1
+        out[cam] = s
+    return out
+
+
+def _mean_distance(hand: np.ndarray, true: np.ndarray) -> float:
+    """(21, 3) detected [x, y, score] vs (21, 2) truth: mean px distance over found points (inf if none)."""
+    ok = hand[:, 2] > 0
+    if ok.sum() < 11:  # at least half the hand
+        return float("inf")
+    return float(np.linalg.norm(hand[ok, :2] - true[ok], axis=1).mean())
