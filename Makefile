@@ -7,6 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 HD      := $(BIN)/handdiffuse
 SESSION ?= sessions/demo
+ARGS    ?=
 
 # torch on these CPUs is far faster when glibc keeps large blocks instead of
 # returning them to the OS after every op.
@@ -24,6 +25,7 @@ help:
 	@echo "make test                  fast tests;   make test-slow: the slow ones"
 	@echo "make validate SESSION=dir  check every file of a session"
 	@echo "make <stage> SESSION=dir   one stage: $(STAGES)"
+	@echo "                           (options through ARGS, e.g. make detect ARGS=--overlay)"
 	@echo "make hand-model            regenerate the bundled open hand model (fitting/hand_model/data)"
 	@echo "make hand-model-render     draw it at rest and in 6 sampled poses -> docs/hand_model.png"
 
@@ -52,10 +54,10 @@ validate: $(STAMP)
 	$(HD) validate $(SESSION)
 
 studio: $(STAMP)
-	$(HD) studio --out $(SESSION)
+	$(HD) studio --out $(SESSION) $(ARGS)
 
 $(filter-out studio,$(STAGES)): $(STAMP)
-	$(HD) $@ $(SESSION)
+	$(HD) $@ $(SESSION) $(ARGS)
 
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
 hand-model: $(STAMP)

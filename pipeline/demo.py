@@ -60,6 +60,24 @@ def calibrate(cfg: DemoConfig) -> str:
     return f"reprojection {r.error_px:.3f} px; vs truth: {compare_rigs(r.rig, truth).summary()}"
 
 
+def detect(cfg: DemoConfig) -> str:
+    from capture.detect.evaluate import DetectionScore, load_views, score_detections
+    from capture.detect.stage import DetectConfig
+    from capture.detect.stage import detect as run_detect
+    from data_schemas.keypoints2d import read_keypoints2d
+
+    summaries = run_detect(cfg.session, DetectConfig(overlay=True))
+    total = DetectionScore()
+    for s in summaries:
+        gt = cfg.session / "ground_truth" / "sequences" / s.name
+        kp = read_keypoints2d(cfg.session / "sequences" / s.name / "keypoints2d.h5")
+        for score in score_detections(kp, read_keypoints2d(gt / "keypoints2d.h5"), load_views(gt / "views.npz")).values():
+            total.add(score)
+    images = sum(s.cameras * s.frames for s in summaries)
+    return (f"{images} images; vs truth: detected {100 * total.rate:.1f}% of clear hand views, median error "
+            f"{total.median_px:.1f} px at 512 px, {total.swapped} given the wrong side")
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -70,7 +88,7 @@ def validate_all(cfg: DemoConfig) -> str:
 
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
-    for name, fn in (("studio", studio), ("calibrate", calibrate), ("validate", validate_all)):
+    for name, fn in (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("validate", validate_all)):
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
         measure = fn(cfg)
