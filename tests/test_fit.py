@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from capture.studio.motion import make_motion
+from data_schemas.mano import FailureReason
+from fitting.fit import FitInputs, FitOptions, fit_sequence, fit_shape, kabsch, penetration_penalty, right_jacobian
+from fitting.hand_model.joints_layer import JointsLayer, rodrigues
+from fitting.hand_model.model import HandModel
+from fitting.quality import QualityRule, choose_views, measure
+from tests.factories import make_rig
+
+
+@pytest.fixture(scope="module")
+def model():
+    return HandModel()
+
+
+@pytest.fixture(scope="module")
+def motion(model):
+    """20 frames of two interacting hands, their joints (F, 42, 3) and a 12-camera rig's views of them."""
+    m = make_motion("communication", 20, 30.0, 4, model)
+    with torch.no_grad():
+        out = model(*(torch.as_tensor(a) for a in (m.global_orient, m.hand_pose, m.betas, m.transl)))
+    joints = out.joints.numpy()  # (F, 2, 21, 3)
+    rig = make_rig(12, seed=1)
+    px = np.stack([c.project(joints.reshape(-1, 42, 3)) for c in rig.cameras])  # (C, F, 42, 2)
+    kp = np.concatenate([px, np.ones(px.shape[:-1] + (1,))], -1).astype(np.float32)
+    return m, joints, rig, kp
+
+
+def test_joints_layer_is_the_hand_model(model):
+    rng = np.random.default_rng(0)
+    B = 16
+    pose = torch.as_tensor(model.sample_poses(B, rng), dtype=torch.float32)
+    orient = torch.as_tensor(rng.normal(0, 1, (B, 2, 3)), dtype=torch.float32)
+    betas = torch.as_tensor(rng.normal(0, 1, (2, 10)), dtype=torch.float32)
+    transl = torch.as_tensor(rng.normal(0, 0.1, (B, 2, 3)), dtype=torch.float32)
+    layer = JointsLayer(model)
+    with torch.no_grad():
+        full = model(orient, pose, betas, transl).joints
+        fast = layer(orient, pose, betas, transl)
+        right = layer(orient[:, 1:], pose[:, 1:], betas[1:], transl[:, 1:], hands=slice(1, 2))
+    assert (full - fast).abs().max() < 1e-5
+    assert (full[:, 1:] - right).abs().max() < 1e-5
+
+
+def test_right_jacobian_and_kabsch():
+    rng = np.random.default_rng(1)
+    theta = torch.as_tensor(rng.normal(0, 1, (5, 3)))
+    d = torch.as_tensor(rng.normal(0, 1e-4, (5, 3)))
+    lhs = rodrigues(theta + d)
+    rhs = rodrigues(theta) @ rodrigues(torch.einsum("nab,nb->na", right_jacobian(theta), d))
+    assert (lhs - rhs).abs().max() < 1e-7
+    R = rodrigues(torch.as_tensor(rng.normal(0, 1, (4, 3)))).numpy()
+    src = rng.normal(0, 0.05, (4, 6, 3))
+    dst = np.einsum("nab,npb->npa", R, src) + [0.1, 0.2, 0.3]
+    R2, t2 = kabsch(src, dst, np.ones((4, 6)))
+    assert np.allclose(R2, R, atol=1e-9) and np.allclose(t2, [0.1, 0.2, 0.3], atol=1e-9)
+
+
+def test_shape_from_bone_lengths(model, motion):
+    m, joints, _, _ = motion
+    betas = fit_shape(JointsLayer(model), joints.reshape(len(joints), 42, 3))
+    with torch.no_grad():
+        z = torch.zeros(1, 2, 3)
+        fitted = model(z, torch.zeros(1, 2, 45), torch.as_tensor(betas), z).joints[0].numpy()
+        true = model(z, torch.zeros(1, 2, 45), torch.as_tensor(m.betas), z).joints[0].numpy()
+    from data_schemas.keypoints import bone_lengths
+
+    assert np.abs(bone_lengths(fitted) / bone_lengths(true) - 1).max() < 0.01  # every bone within 1%
+
+
+def test_fit_recovers_the_motion(model, motion):
+    m, joints, rig, kp = motion
+    rng = np.random.default_rng(2)
+    noisy = joints.reshape(-1, 42, 3) + rng.normal(0, 0.0003, (len(joints), 42, 3))
+    res = fit_sequence(model, FitInputs(noisy, kp, rig), FitOptions())
+    err = np.linalg.norm(res.joints - joints, axis=-1)
+    assert err.mean() < 0.001 and err.max() < 0.005
+    # 3D only, and with joints missing in some frames: the missing ones are still placed well
+    holes = noisy.copy()
+    holes[5:8, 3:9] = np.nan
+    res = fit_sequence(model, FitInputs(holes, None, None), FitOptions())
+    assert np.linalg.norm(res.joints - joints, axis=-1).mean() < 0.0015
+
+
+def test_surface_subset_and_penetration_penalty(model):
+    rng = np.random.default_rng(5)
+    pose = torch.as_tensor(model.sample_poses(2, rng), dtype=torch.float32)
+    z = torch.zeros(2, 2, 3)
+    transl = torch.zeros(2, 2, 3)
+    transl[0, 1, 1] = 1.0  # frame 0: a metre apart; frame 1: the same place
+    layer = JointsLayer(model, surface_points=300)
+    with torch.no_grad():
+        verts = model(z, pose, None, transl).vertices
+        points, normals = layer.surface(z, pose, torch.zeros(2, 10), transl)
+    ids = np.arange(0, model.n_vertices, model.n_vertices // 300)[:300]
+    assert points.shape == (2, 2, 300, 3) and (points - verts[:, :, ids]).abs().max() < 1e-5
+    assert torch.allclose(normals.norm(dim=-1), torch.ones(2, 2, 300), atol=1e-5)
+    assert penetration_penalty(points[:1], normals[:1]) == 0
+    assert penetration_penalty(points[1:], normals[1:]) > 0
+
+
+def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
+    m, joints, rig, kp = motion
+    F = len(joints)
+    flat = joints.reshape(F, 42, 3)
+    kp = kp.copy()
+    kp[2:, 4, :21] = (np.nan, np.nan, 0)  # frame 4: the left hand seen by 2 cameras only
+    rng = np.random.default_rng(3)
+    kp[:9, 9, 21:, :2] = rng.uniform(0, 480, (9, 21, 2))  # frame 9: the right hand wrong in 9 of 12 views
+    fit = joints.copy()
+    fit[14] += 0.03  # frame 14: a one-frame jump of both hands
+    rule = QualityRule()
+    q = measure(fit, flat, kp, rig, rule)
+    f = q.quality.failure
+    assert f[4, 0] & FailureReason.FEW_CAMERAS and not f[4, 1]
+    assert f[9, 1] & FailureReason.REPROJECTION and not f[9, 0]
+    assert f[14, 0] & FailureReason.TEMPORAL_JUMP and f[14, 1] & FailureReason.TEMPORAL_JUMP
+    assert f[14, 0] & FailureReason.RESIDUAL_3D
+    failed = set(np.nonzero((f != 0).any(1))[0])
+    assert failed == {4, 9, 14}, failed
+    items = choose_views(q, rig, rule, "s", np.arange(F), fit)
+    assert {i.frame for i in items} == {4, 9, 14}
+    nine = [i for i in items if i.frame == 9]
+    assert len(nine) == 3 and all(i.hand == "right" and i.reason == "reprojection" for i in nine)
+    centre = fit[9, 1, 0]
+    dirs = [rig[i.camera].center - centre for i in nine]
+    dirs = [d / np.linalg.norm(d) for d in dirs]
+    assert all(np.degrees(np.arccos(np.clip(a @ b, -1, 1))) >= 30 for k, a in enumerate(dirs) for b in dirs[k + 1:])
