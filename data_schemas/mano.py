@@ -4,7 +4,8 @@
 HDF5 tree (format ``handdiffuse.mano``, version 1)::
 
     /  attrs: format, version, fps, hand_model ("open_hand" | "mano" | ...),
-              flat_hand_mean (bool: hand_pose is relative to the flat hand, not MANO's mean)
+              flat_hand_mean (bool: hand_pose is relative to the flat hand, not MANO's mean),
+              inputs (optional: fingerprint of the files and options the fit came from)
     frames          (F,)        int64
     global_orient   (F, 2, 3)   float32  axis-angle
     hand_pose       (F, 2, 45)  float32  15 joints x axis-angle, MANO's joint order
@@ -114,6 +115,7 @@ class ManoFit:
     fps: float
     hand_model: str
     flat_hand_mean: bool = True
+    inputs: str = ""  # what the fit was made from; the stage skips work whose inputs are unchanged
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames, dtype=np.int64)
@@ -138,8 +140,9 @@ class ManoFit:
 
 def write_mano(path: str | Path, fit: ManoFit) -> None:
     fit.validate(path)
+    extra = {"inputs": fit.inputs} if fit.inputs else {}
     with h5io.create(path, FORMAT, VERSION, fps=float(fit.fps), hand_model=fit.hand_model,
-                     flat_hand_mean=bool(fit.flat_hand_mean)) as f:
+                     flat_hand_mean=bool(fit.flat_hand_mean), **extra) as f:
         for k in ("frames", "global_orient", "hand_pose", "transl"):
             h5io.write_array(f, k, getattr(fit, k))
         h5io.write_array(f, "betas", fit.betas, chunk_frames=None)
@@ -160,6 +163,7 @@ def read_mano(path: str | Path) -> ManoFit:
             fps=h5io.attr_float(f, "fps", path),
             hand_model=h5io.attr_str(f, "hand_model", path),
             flat_hand_mean=bool(f.attrs.get("flat_hand_mean", True)),
+            inputs=str(f.attrs.get("inputs", "")),
         )
     fit.validate(path)
     return fit

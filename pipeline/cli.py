@@ -15,6 +15,7 @@ import tyro
 
 from capture.calibration.stage import CalibrateConfig
 from capture.detect.stage import DetectConfig
+from fitting.fit_stage import FitConfig
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -133,6 +134,45 @@ class Detect(DetectConfig):
 
 
 @dataclasses.dataclass
+class Fit(FitConfig):
+    """Fit both hands' MANO parameters to the joints and keypoints -> sequences/<seq>/mano.h5, and
+    queue the frames whose fit failed -> annotation/queue.jsonl."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from fitting.fit_stage import fit_session
+
+        for s in fit_session(self.session, self):
+            out = self.session / "sequences" / s.name / "mano.h5"
+            if s.skipped:
+                print(f"{out}: up to date (same joints, keypoints, calibration and options); nothing to do")
+                continue
+            why = ", ".join(f"{k} {v}" for k, v in s.reasons.items()) or "none"
+            print(f"fitted {s.name}: {s.frames} frames -> {out}: {s.failed_frames} frames failed ({why}); "
+                  f"{s.queued} views queued; {s.frames_per_s:.1f} frames/s, {s.seconds:.1f} s")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
+class Queue(FitConfig):
+    """Rebuild annotation/queue.jsonl from every sequence's fit (mano.h5 failure flags): the views
+    where a person's 2D clicks help most."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from fitting.fit_stage import queue_session
+
+        items = queue_session(self.session, self)
+        frames = {(i.sequence, i.frame) for i in items}
+        print(f"{self.session / 'annotation' / 'queue.jsonl'}: {len(items)} views of {len(frames)} failed frames")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class _Planned:
     """A stage whose implementation is not in this version yet: exits 3 and says so."""
 
@@ -169,7 +209,8 @@ STAGES = {
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
     "report": "Write the session report (report/index.html).",
 }
-IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect}
+IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect, "fit": Fit,
+                                 "queue": Queue}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

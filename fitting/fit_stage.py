@@ -1,0 +1,211 @@
+"""``handdiffuse fit SESSION`` and ``handdiffuse queue SESSION``: MANO fits and the annotation queue.
+
+fit, per sequence:
+
+1. read joints3d.h5 (triangulate), keypoints2d.h5 (detect) and the calibration; undo in
+   the 2D keypoints the left/right exchanges the triangulation found
+2. fit both hands (``fitting.fit``)
+3. measure the fit and mark failed frames (``fitting.quality``)
+4. write sequences/<seq>/mano.h5 with the quality and the inputs' fingerprint
+5. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
+   items replaced, other sequences' kept)
+
+queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
+flags), e.g. after changing ``--rule.views-per-frame``.
+
+A sequence whose mano.h5 has the same fingerprint (inputs' names, sizes and mtimes;
+options; hand model) is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from data_schemas.errors import SchemaError
+from data_schemas.joints3d import read_joints3d
+from data_schemas.keypoints import N_HAND_JOINTS
+from data_schemas.keypoints2d import read_keypoints2d
+from data_schemas.mano import ManoFit, read_mano, write_mano
+from data_schemas.queue import QueueItem, read_queue, write_queue
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, Session
+from fitting.fit import FitInputs, FitOptions, fit_sequence
+from fitting.quality import QualityRule, choose_views, measure
+
+
+@dataclass
+class FitConfig:
+    """Fit both hands' MANO parameters to the joints and keypoints -> mano.h5; queue failed frames."""
+
+    sequences: list[str] = field(default_factory=list)
+    """Sequences to fit (default: all with joints3d.h5)."""
+    hand_model: Literal["open_hand", "mano"] = "open_hand"
+    """Hand model: the bundled open hand model, or your licensed MANO (--mano-dir)."""
+    mano_dir: Path | None = None
+    """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl (--hand-model mano)."""
+    use_2d: bool = True
+    """Also fit the 2D detections in every camera (not only the triangulated joints)."""
+    options: FitOptions = field(default_factory=FitOptions)
+    rule: QualityRule = field(default_factory=QualityRule)
+
+
+@dataclass
+class FitSummary:
+    name: str
+    frames: int
+    failed_frames: int  # frames with either hand failed
+    queued: int  # queue items (views) of this sequence
+    reasons: dict[str, int]  # failure reason -> (frame, hand) count
+    seconds: float
+    skipped: bool = False
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
+def _file_id(p: Path) -> str:
+    st = p.stat()
+    return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def fingerprint(session: Session, seq: str, cfg: FitConfig) -> str:
+    h = hashlib.sha256()
+    for p in (session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML):
+        h.update(_file_id(p).encode())
+    opts = {"options": dataclasses.asdict(cfg.options), "rule": dataclasses.asdict(cfg.rule), "use_2d": cfg.use_2d,
+            "model": [cfg.hand_model, str(cfg.mano_dir)]}
+    opts["options"].pop("device")
+    h.update(json.dumps(opts, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _model(cfg: FitConfig):
+    from fitting.hand_model.model import HandModel, HandModelConfig
+
+    return HandModel(HandModelConfig(kind=cfg.hand_model, mano_dir=cfg.mano_dir))
+
+
+def load_inputs(session: Session, seq: str):
+    """(joints3d, keypoints2d with exchanged views undone, rig in keypoints2d's camera order)."""
+    j3d_path, kp_path = session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq)
+    j3d = read_joints3d(j3d_path)
+    kp = read_keypoints2d(kp_path)
+    if not np.array_equal(j3d.frames, kp.frames):
+        raise SchemaError(j3d_path, f"frames differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
+    rig = session.load_calibration()
+    missing = [c for c in kp.cameras if c not in rig.names]
+    if missing:
+        raise SchemaError(session.root / CALIBRATION_TOML, f"camera '{missing[0]}' of {kp_path} is not calibrated")
+    rig = rig.subset(kp.cameras, session.root / CALIBRATION_TOML)
+    keypoints = kp.keypoints.copy()
+    swapped = getattr(j3d, "swapped", None)
+    if swapped is not None:
+        order = [kp.cameras.index(c) for c in (j3d.cameras or kp.cameras)]
+        for f, c in zip(*np.nonzero(swapped)):
+            cam = order[c]
+            keypoints[cam, f] = np.concatenate([keypoints[cam, f, N_HAND_JOINTS:], keypoints[cam, f, :N_HAND_JOINTS]])
+        swapped = swapped[:, np.argsort(order)] if len(order) == len(kp.cameras) else swapped
+    return j3d, kp, keypoints, rig, swapped
+
+
+def fit_session(root: str | Path, cfg: FitConfig | None = None) -> list[FitSummary]:
+    import torch
+
+    cfg = cfg or FitConfig()
+    session = Session.open(root)
+    names = cfg.sequences or [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
+    for s in names:
+        if not session.path(JOINTS3D, seq=s).is_file():
+            raise SchemaError(session.path(JOINTS3D, seq=s), "file not found: run `handdiffuse triangulate` first")
+    if not names:
+        raise SchemaError(session.root / "sequences", "no sequence has joints3d.h5: run `handdiffuse triangulate` first")
+    model = None
+    summaries = []
+    for seq in names:
+        t0 = time.perf_counter()
+        out = session.path(MANO, seq=seq)
+        fp = fingerprint(session, seq, cfg)
+        if out.is_file():
+            try:
+                old = read_mano(out)
+            except SchemaError:
+                old = None
+            if old is not None and old.inputs == fp:
+                summaries.append(_summary(seq, old, None, time.perf_counter() - t0, skipped=True))
+                continue
+        model = model or _model(cfg)
+        # 1.
+        j3d, kp, keypoints, rig, swapped = load_inputs(session, seq)
+        if not np.isfinite(j3d.joints).any():
+            raise SchemaError(session.path(JOINTS3D, seq=seq), "no joint was triangulated in any frame")
+        # 2.
+        inputs = FitInputs(j3d.joints, keypoints if cfg.use_2d else None, rig if cfg.use_2d else None)
+        res = fit_sequence(model, inputs, cfg.options)
+
+        # 3.
+        def vertices_of(idx: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                t = [torch.as_tensor(a[idx]) for a in (res.global_orient, res.hand_pose, res.transl)]
+                return model(t[0], t[1], torch.as_tensor(res.betas), t[2]).vertices.numpy()
+
+        m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, swapped)
+        # 4.
+        fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl, m.quality, j3d.fps,
+                      model.name if cfg.hand_model == "open_hand" else "mano", inputs=fp)
+        write_mano(out, fit)
+        # 5.
+        items = choose_views(m, rig, cfg.rule, seq, j3d.frames, res.joints)
+        _replace_queue(session, seq, items)
+        summaries.append(_summary(seq, fit, items, time.perf_counter() - t0))
+    return summaries
+
+
+def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, skipped: bool = False):
+    from data_schemas.mano import FailureReason
+
+    failure = fit.quality.failure
+    reasons = {r.name.lower(): int(((failure & r.value) != 0).sum()) for r in FailureReason}
+    return FitSummary(seq, len(fit.frames), int((failure != 0).any(1).sum()),
+                      len(items) if items is not None else 0, {k: v for k, v in reasons.items() if v}, seconds, skipped)
+
+
+def _replace_queue(session: Session, seq: str, items: list[QueueItem]) -> None:
+    path = session.root / QUEUE
+    kept = [i for i in read_queue(path) if i.sequence != seq] if path.is_file() else []
+    merged = sorted(kept + items, key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
+    write_queue(path, merged)
+
+
+def queue_session(root: str | Path, cfg: FitConfig | None = None) -> list[QueueItem]:
+    """Rebuild annotation/queue.jsonl from every sequence's mano.h5 failure flags."""
+    import torch
+
+    from fitting.quality import Measures
+
+    cfg = cfg or FitConfig()
+    session = Session.open(root)
+    names = [s for s in (cfg.sequences or session.sequences) if session.path(MANO, seq=s).is_file()]
+    if not names:
+        raise SchemaError(session.root / "sequences", "no sequence has mano.h5: run `handdiffuse fit` first")
+    model = _model(cfg)
+    items: list[QueueItem] = []
+    for seq in names:
+        fit = read_mano(session.path(MANO, seq=seq))
+        j3d, kp, keypoints, rig, swapped = load_inputs(session, seq)
+        with torch.no_grad():
+            joints = model(torch.as_tensor(fit.global_orient), torch.as_tensor(fit.hand_pose),
+                           torch.as_tensor(fit.betas), torch.as_tensor(fit.transl)).joints.numpy()
+        m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, swapped=swapped)
+        m = Measures(fit.quality, m.view_error, m.projected)  # the flags the fit stage decided
+        items += choose_views(m, rig, cfg.rule, seq, fit.frames, joints)
+    items.sort(key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
+    write_queue(session.root / QUEUE, items)
+    return items

@@ -1,0 +1,191 @@
+"""Fit quality per frame and hand, the rule that calls a fit failed, and which views to annotate.
+
+Measures (``measure``), per frame and hand:
+
+- per view (camera): the median px distance between the fitted joints' projections and
+  the hand's detected keypoints (views where at least half the hand was detected);
+  a view *agrees* when that is under ``inlier_px`` x the image height
+- ``reproj_mean_px`` / ``reproj_max_px``: mean / max of it over the agreeing views
+- ``n_cameras``: views with a detection of the hand
+- ``residual3d``: mean distance of the fitted joints to the triangulated ones, m
+- ``bone_deviation``: max over bones of |triangulated length / fitted length - 1|
+- ``penetration``: depth of the deepest vertex of either hand inside the other, m
+  (exact, ``hand_model.contact``; measured where the hands come within 2 cm)
+- temporal spike: how far the frame's joints sit from the midpoint of its two
+  neighbours beyond half the neighbours' own distance (a one-frame glitch), m
+
+The rule (``QualityRule``, all thresholds config fields) sets FailureReason bits:
+
+    NO_DATA          fewer than 2 views, or no triangulated palm to fit
+    FEW_CAMERAS      n_cameras < min_cameras
+    REPROJECTION     agreeing views / views < min_agreement, or reproj_mean_px > max_reproj
+    RESIDUAL_3D      residual3d > max_residual_3d
+    PENETRATION      penetration > max_penetration
+    BONE_LENGTH      bone_deviation > max_bone_deviation
+    TEMPORAL_JUMP    spike > max_spike
+    LEFT_RIGHT_SWAP  the triangulation exchanged the hands in > max_swapped of the views
+
+Views for people (``choose_views``): for a failed frame, among cameras that see the
+failed hand(s) wholly in the image, the best ``k`` by score = hand size in the image
+(fraction of the image height) x (1 + how far the view disagrees, capped at 3) x (1 -
+overlap of the two hands' boxes), picked greedily at least ``min_angle_deg`` apart
+around the hand, so a person's clicks add new directions. Priority = the score.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_schemas.calibration import CameraRig
+from data_schemas.keypoints import HAND_BONES, HANDS, N_HAND_JOINTS
+from data_schemas.mano import FailureReason, FitQuality
+from data_schemas.queue import QueueItem
+
+PALM = [0, 1, 5, 9, 13, 17]
+
+
+@dataclass
+class QualityRule:
+    """Thresholds that turn fit quality into failed frames (annotation/queue.jsonl)."""
+
+    min_cameras: int = 3
+    """Fewer views with a detection of the hand than this: failed (few_cameras)."""
+    inlier_px: float = 0.02
+    """A view agrees with the fit when its median keypoint error is under this fraction of the image height."""
+    min_agreement: float = 0.6
+    """Fewer agreeing views than this fraction: failed (reprojection)."""
+    max_reproj: float = 0.01
+    """Mean error over agreeing views above this fraction of the image height: failed (reprojection)."""
+    max_residual_3d: float = 0.01
+    """Fitted joints further than this (m, mean) from the triangulated ones: failed (residual_3d)."""
+    max_penetration: float = 0.005
+    """Hands interpenetrating deeper than this (m): failed (penetration)."""
+    max_bone_deviation: float = 0.25
+    """A triangulated bone off the fitted length by more than this fraction: failed (bone_length)."""
+    max_spike: float = 0.01
+    """A one-frame jump of the joints larger than this (m): failed (temporal_jump)."""
+    max_swapped: float = 0.3
+    """The triangulation exchanged the hands in more than this fraction of views: failed (left_right_swap)."""
+    views_per_frame: int = 3
+    """Camera views queued for a person per failed frame."""
+    min_angle_deg: float = 30.0
+    """Queued views of one frame at least this far apart as seen from the hand."""
+
+
+@dataclass
+class Measures:
+    quality: FitQuality  # the file's fields, failure included
+    view_error: np.ndarray  # (C, F, 2) median px error per view (NaN: hand not detected there)
+    projected: np.ndarray  # (C, F, 2, 21, 2) fitted joints in every camera, px
+
+
+def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
+            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None) -> Measures:
+    """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (swaps undone),
+    ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check (None: skipped)."""
+    F, C = len(fit_joints), len(rig)
+    X = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
+    heights = np.array([c.size[1] for c in rig.cameras], float)[:, None, None]  # (C, 1, 1)
+    # views: projected fit vs detections
+    proj = np.stack([c.project(fit_joints) for c in rig.cameras])  # (C, F, 2, 21, 2)
+    det = keypoints.reshape(C, F, 2, N_HAND_JOINTS, 3)
+    found = det[..., 2] > 0  # (C, F, 2, 21)
+    err = np.where(found, np.linalg.norm(proj - np.nan_to_num(det[..., :2]), axis=-1), np.nan)
+    seen = found.sum(-1) >= (N_HAND_JOINTS + 1) // 2  # (C, F, 2)
+    with warnings.catch_warnings():  # views without a detection: all-NaN medians, masked next
+        warnings.simplefilter("ignore", RuntimeWarning)
+        view_error = np.where(seen, np.nanmedian(err, axis=-1), np.nan)  # (C, F, 2)
+    agree = seen & (view_error < rule.inlier_px * heights)
+    n_cameras = seen.sum(0)  # (F, 2)
+    agreement = agree.sum(0) / np.maximum(n_cameras, 1)
+    with np.errstate(all="ignore"):
+        mean_err = np.where(agree, view_error, 0).sum(0) / np.maximum(agree.sum(0), 1)
+        max_err = np.where(agree, view_error, 0).max(0)
+        rel_mean = np.where(agree, view_error / heights, 0).sum(0) / np.maximum(agree.sum(0), 1)
+    # 3D
+    valid = np.isfinite(X).all(-1)  # (F, 2, 21)
+    d3 = np.linalg.norm(fit_joints - np.nan_to_num(X), axis=-1)
+    residual = np.where(valid, d3, 0).sum(-1) / np.maximum(valid.sum(-1), 1)
+    parents, children = [p for p, _ in HAND_BONES], [c for _, c in HAND_BONES]
+    tri_len = np.linalg.norm(X[:, :, children] - X[:, :, parents], axis=-1)  # (F, 2, 20)
+    fit_len = np.linalg.norm(fit_joints[:, :, children] - fit_joints[:, :, parents], axis=-1)
+    with np.errstate(all="ignore"):
+        dev = np.abs(tri_len / fit_len - 1)
+    bone_dev = np.where(np.isfinite(dev), dev, 0).max(-1)
+    # contact
+    penetration = np.zeros((F, 2))
+    if vertices_of is not None:
+        from fitting.hand_model.contact import hand_contact
+
+        gap = np.linalg.norm(fit_joints[:, 0, :, None] - fit_joints[:, 1, None], axis=-1).min((1, 2))
+        close = np.nonzero(gap < 0.02)[0]
+        for start in range(0, len(close), 64):
+            idx = close[start:start + 64]
+            depth = hand_contact(vertices_of(idx), faces, with_distance=False).depth
+            penetration[idx] = depth[:, None]
+    # time
+    spike = np.zeros((F, 2))
+    if F >= 3:
+        mid = (fit_joints[2:] + fit_joints[:-2]) / 2
+        half = np.linalg.norm(fit_joints[2:] - fit_joints[:-2], axis=-1).mean(-1) / 2  # (F-2, 2)
+        spike[1:-1] = np.maximum(np.linalg.norm(fit_joints[1:-1] - mid, axis=-1).mean(-1) - half, 0)
+    # the rule
+    R = FailureReason
+    palm = valid[:, :, PALM].sum(-1) >= 3
+    fail = np.zeros((F, 2), np.uint16)
+    no_data = (n_cameras < 2) | ~palm
+    fail |= np.where(no_data, R.NO_DATA, 0).astype(np.uint16)
+    fail |= np.where(~no_data & (n_cameras < rule.min_cameras), R.FEW_CAMERAS, 0).astype(np.uint16)
+    bad_reproj = (agreement < rule.min_agreement) | (rel_mean > rule.max_reproj)
+    fail |= np.where(~no_data & bad_reproj, R.REPROJECTION, 0).astype(np.uint16)
+    fail |= np.where(~no_data & (residual > rule.max_residual_3d), R.RESIDUAL_3D, 0).astype(np.uint16)
+    fail |= np.where(penetration > rule.max_penetration, R.PENETRATION, 0).astype(np.uint16)
+    fail |= np.where(~no_data & (bone_dev > rule.max_bone_deviation), R.BONE_LENGTH, 0).astype(np.uint16)
+    fail |= np.where(spike > rule.max_spike, R.TEMPORAL_JUMP, 0).astype(np.uint16)
+    if swapped is not None and swapped.size:
+        many = swapped.mean(1) > rule.max_swapped  # (F,)
+        fail |= np.where(many[:, None], R.LEFT_RIGHT_SWAP, 0).astype(np.uint16)
+    quality = FitQuality(reproj_mean_px=mean_err, reproj_max_px=max_err, residual3d=residual, penetration=penetration,
+                         bone_deviation=bone_dev, n_cameras=n_cameras, failure=fail)
+    return Measures(quality, view_error, proj)
+
+
+def choose_views(m: Measures, rig: CameraRig, rule: QualityRule, sequence: str, frames: np.ndarray,
+                 fit_joints: np.ndarray) -> list[QueueItem]:
+    """Queue items for every failed frame: ``rule.views_per_frame`` cameras each (module docstring)."""
+    failure = m.quality.failure
+    items: list[QueueItem] = []
+    centres = np.stack([c.center for c in rig.cameras])  # (C, 3)
+    sizes = np.array([c.size for c in rig.cameras], float)  # (C, 2)
+    for f in np.nonzero((failure != 0).any(1))[0]:
+        hands = [h for h in range(2) if failure[f, h]]
+        hand = HANDS[hands[0]] if len(hands) == 1 else "both"
+        reason = "+".join(FailureReason.names_of(int(failure[f, hands[0]] | failure[f, hands[-1]])))
+        p = m.projected[:, f]  # (C, 2, 21, 2)
+        lo, hi = p.min(axis=2), p.max(axis=2)  # (C, 2, 2)
+        inside = ((lo >= 0) & (hi < sizes[:, None])).all(-1)  # (C, 2)
+        usable = inside[:, hands].all(1)
+        size = np.linalg.norm(hi - lo, axis=-1)[:, hands].mean(1) / sizes[:, 1]
+        with np.errstate(all="ignore"):
+            disagree = np.nan_to_num(m.view_error[:, f, hands] / (rule.inlier_px * sizes[:, 1:2]), nan=3.0)
+        disagree = np.clip(disagree, 0, 3).mean(1)
+        inter = np.clip(np.minimum(hi[:, 0], hi[:, 1]) - np.maximum(lo[:, 0], lo[:, 1]), 0, None).prod(-1)
+        area = np.maximum(np.prod(hi - lo, axis=-1).min(1), 1e-9)
+        overlap = np.clip(inter / area, 0, 1)
+        score = np.where(usable, size * (1 + disagree) * (1 - 0.8 * overlap), -np.inf)
+        centre = np.nanmean(fit_joints[f, hands, 0], axis=0)
+        dirs = centres - centre
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        chosen: list[int] = []
+        for c in np.argsort(-score):
+            if not np.isfinite(score[c]) or len(chosen) == rule.views_per_frame:
+                break
+            if all(np.degrees(np.arccos(np.clip(dirs[c] @ dirs[k], -1, 1))) >= rule.min_angle_deg for k in chosen):
+                chosen.append(int(c))
+        for c in chosen:
+            items.append(QueueItem(sequence, int(frames[f]), rig.cameras[c].name, reason, hand,
+                                   round(float(score[c]), 4)))
+    return items

@@ -1,0 +1,75 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from capture.studio.build import StudioConfig, build_session
+from data_schemas.joints3d import read_joints3d, write_joints3d
+from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
+from data_schemas.mano import FailureReason, read_mano
+from data_schemas.queue import read_queue
+from data_schemas.validate import validate_path
+from fitting.hand_model.model import HandModel
+
+SEQ = "seq000"
+
+
+def hd(*args):
+    env = dict(os.environ, HANDDIFFUSE_LOG="WARNING")
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """A tiny studio session whose stage files are the ground truth's (perfect detections and
+    triangulation), the left hand of frame 3 seen by two cameras only."""
+    root = tmp_path_factory.mktemp("fit") / "s"
+    build_session(StudioConfig(out=root, sequences=1, frames=8, board_frames=1, seed=6, max_frame_offset=0))
+    gt = root / "ground_truth"
+    shutil.copy(gt / "calibration.toml", root / "calibration" / "calibration.toml")
+    kp = read_keypoints2d(gt / "sequences" / SEQ / "keypoints2d.h5")
+    kp.keypoints[2:, 3, :21] = (np.nan, np.nan, 0.0)
+    kp.keypoints[:2, 3, :21, 2] = 1.0  # seen, in those two
+    write_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5", kp)
+    write_joints3d(root / "sequences" / SEQ / "joints3d.h5", read_joints3d(gt / "sequences" / SEQ / "joints3d.h5"))
+    return root
+
+
+def test_fit_recovers_the_truth_and_queues_the_weak_frame(studio):
+    r = hd("fit", studio)
+    assert r.returncode == 0, r.stderr
+    assert f"fitted {SEQ}: 8 frames" in r.stdout and "1 frames failed (few_cameras 1)" in r.stdout
+    fit = read_mano(studio / "sequences" / SEQ / "mano.h5")
+    truth = read_joints3d(studio / "ground_truth" / "sequences" / SEQ / "joints3d.h5").joints
+    model = HandModel()
+    with torch.no_grad():
+        joints = model(*(torch.as_tensor(a) for a in (fit.global_orient, fit.hand_pose, fit.betas, fit.transl))).joints
+    err = np.linalg.norm(joints.numpy().reshape(8, 42, 3) - truth, axis=-1)
+    assert err.mean() < 0.002 and err.max() < 0.01
+    assert fit.quality.failure[3, 0] == FailureReason.FEW_CAMERAS and (np.delete(fit.quality.failure, 3, 0) == 0).all()
+    items = read_queue(studio / "annotation" / "queue.jsonl")
+    assert {(i.frame, i.hand, i.reason) for i in items} == {(3, "left", "few_cameras")}
+    assert 1 <= len(items) <= 3 and all(v.ok for v in validate_path(studio))
+    assert "up to date" in hd("fit", studio).stdout
+
+
+def test_queue_rebuilds_from_the_fits(studio):
+    r = hd("queue", studio, "--rule.views-per-frame", 1)
+    assert r.returncode == 0, r.stderr
+    assert "1 views of 1 failed frames" in r.stdout
+    assert len(read_queue(studio / "annotation" / "queue.jsonl")) == 1
+
+
+def test_fit_needs_the_triangulation(tmp_path, studio):
+    root = tmp_path / "s"
+    shutil.copytree(studio, root)
+    (root / "sequences" / SEQ / "joints3d.h5").unlink()
+    r = hd("fit", root, "--sequences", SEQ)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {root}/sequences/{SEQ}/joints3d.h5: file not found: run `handdiffuse triangulate` first")
