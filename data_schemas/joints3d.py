@@ -2,12 +2,16 @@
 
 HDF5 tree (format ``handdiffuse.joints3d``, version 1)::
 
-    /  attrs: format, version, fps, method (e.g. "dlt", "robust")
+    /  attrs: format, version, fps, method (e.g. "dlt", "irls"),
+              inputs (optional: fingerprint of the keypoints, calibration and options it came from)
     frames        (F,)         int64    frame indices
     joints        (F, 42, 3)   float32  metres, world frame of the calibration;
                                         NaN where fewer than 2 cameras support the point
     reproj_error  (F, 42)      float32  mean reprojection error over the supporting cameras, px
     n_cameras     (F, 42)      int16    cameras that support the point
+    cameras       (C,)         str      optional: the cameras triangulated from, in the order of `swapped`
+    swapped       (F, C)       bool     optional: views whose left and right hands were exchanged
+                                        (the detector put each in the other's slot)
 """
 
 from __future__ import annotations
@@ -36,12 +40,19 @@ class Joints3D:
     n_cameras: np.ndarray  # (F, 42) int16
     fps: float
     method: str = "dlt"
+    inputs: str = ""  # what the file was made from; the stage skips work whose inputs are unchanged
+    cameras: list[str] | None = None  # (C,) optional
+    swapped: np.ndarray | None = None  # (F, C) bool, optional
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames, dtype=np.int64)
         self.joints = np.asarray(self.joints, dtype=np.float32)
         self.reproj_error = np.asarray(self.reproj_error, dtype=np.float32)
         self.n_cameras = np.asarray(self.n_cameras, dtype=np.int16)
+        if self.cameras is not None:
+            self.cameras = [str(c) for c in self.cameras]
+        if self.swapped is not None:
+            self.swapped = np.asarray(self.swapped, dtype=bool)
 
     @property
     def valid(self) -> np.ndarray:
@@ -54,6 +65,12 @@ class Joints3D:
         check_shape(source, "reproj_error", self.reproj_error, ("F", N_KEYPOINTS), dims)
         check_shape(source, "n_cameras", self.n_cameras, ("F", N_KEYPOINTS), dims)
         check_shape(source, "frames", self.frames, ("F",), dims)
+        if self.cameras is not None:
+            dims["C"] = len(self.cameras)
+            if len(set(self.cameras)) != len(self.cameras):
+                raise SchemaError(source, "camera names are not unique")
+        if self.swapped is not None:
+            check_shape(source, "swapped", self.swapped, ("F", "C"), dims)
         if not (np.isfinite(self.fps) and self.fps > 0):
             raise SchemaError(source, f"'fps' must be positive, got {self.fps}")
         check_range(source, "n_cameras", self.n_cameras, 0)
@@ -67,11 +84,16 @@ class Joints3D:
 
 def write_joints3d(path: str | Path, j: Joints3D) -> None:
     j.validate(path)
-    with h5io.create(path, FORMAT, VERSION, fps=float(j.fps), method=j.method) as f:
+    extra = {"inputs": j.inputs} if j.inputs else {}
+    with h5io.create(path, FORMAT, VERSION, fps=float(j.fps), method=j.method, **extra) as f:
         h5io.write_array(f, "frames", j.frames)
         h5io.write_array(f, "joints", j.joints)
         h5io.write_array(f, "reproj_error", j.reproj_error)
         h5io.write_array(f, "n_cameras", j.n_cameras)
+        if j.cameras is not None:
+            h5io.write_array(f, "cameras", np.array(j.cameras, dtype=object), chunk_frames=None)
+        if j.swapped is not None:
+            h5io.write_array(f, "swapped", j.swapped)
 
 
 def read_joints3d(path: str | Path) -> Joints3D:
@@ -83,6 +105,9 @@ def read_joints3d(path: str | Path) -> Joints3D:
             n_cameras=h5io.read_array(f, "n_cameras", path),
             fps=h5io.attr_float(f, "fps", path),
             method=h5io.attr_str(f, "method", path),
+            inputs=str(f.attrs.get("inputs", "")),
+            cameras=list(h5io.read_array(f, "cameras", path)) if "cameras" in f else None,
+            swapped=h5io.read_array(f, "swapped", path) if "swapped" in f else None,
         )
     j.validate(path)
     return j

@@ -43,6 +43,20 @@ def test_joints3d_round_trip(tmp_path):
     assert not back.valid[2, 5] and back.valid.sum() == back.valid.size - 1
 
 
+def test_joints3d_optional_fields_round_trip(tmp_path):
+    j = make_joints3d()
+    assert (j.inputs, j.cameras, j.swapped) == ("", None, None)  # files without them read as before
+    j.inputs, j.cameras = "0123abcd", ["cam00", "cam01", "cam02"]
+    j.swapped = np.zeros((6, 3), bool)
+    j.swapped[2, 1] = True
+    write_joints3d(tmp_path / "j.h5", j)
+    assert_same(j, read_joints3d(tmp_path / "j.h5"))
+    j.swapped = np.zeros((6, 4), bool)
+    with pytest.raises(SchemaError) as e:
+        write_joints3d(tmp_path / "k.h5", j)
+    assert str(e.value) == f"{tmp_path / 'k.h5'}: 'swapped' has shape (6, 4), expected (F, C) with C=3"
+
+
 def test_mano_round_trip(tmp_path):
     m = make_mano()
     write_mano(tmp_path / "m.h5", m)

@@ -1,0 +1,139 @@
+"""``handdiffuse triangulate SESSION``: every sequence's keypoints2d.h5 -> ``sequences/<seq>/joints3d.h5``.
+
+1. read ``sequences/<seq>/keypoints2d.h5`` and ``calibration/calibration.toml``; the cameras
+   of the keypoints, in their order, must all be calibrated, at the same image size
+2. triangulate every frame (``fitting.triangulate``: robust per point, left/right swaps fixed)
+3. write joints3d.h5 atomically: joints, reprojection error, inlier cameras, the method,
+   the cameras and which views had their hands exchanged, and the inputs' fingerprint
+
+A sequence whose joints3d.h5 has the same fingerprint (keypoints2d.h5 and calibration.toml:
+size and mtime; the options) is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from data_schemas.calibration import read_calibration
+from data_schemas.errors import SchemaError
+from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
+from data_schemas.keypoints2d import read_keypoints2d
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, SEQUENCE_DIR, Session
+from fitting.triangulate import INLIER_PX, triangulate
+
+LOG = logging.getLogger("handdiffuse")
+
+
+@dataclass
+class TriangulateConfig:
+    """Triangulate 3D joints from the 2D keypoints of every camera -> sequences/<seq>/joints3d.h5."""
+
+    method: Literal["robust", "dlt", "irls", "ransac"] = "robust"
+    """robust (= irls): per point, views that disagree are left out; irls: iteratively reweighted
+    least squares from the median of camera-pair triangulations; ransac: the best camera pair's
+    point refitted on the views that agree with it; dlt: least squares over every view."""
+    inlier_px: float = INLIER_PX
+    """A view supports a point when its reprojection error is under this many pixels."""
+    min_score: float = 0.0
+    """Detections with a score at or below this are not used."""
+    fix_swaps: bool = True
+    """Exchange the two hands in views where the detector put each hand in the other's slot."""
+    sequences: list[str] = field(default_factory=list)
+    """Sequences to triangulate (default: all)."""
+
+
+@dataclass
+class SequenceSummary:
+    name: str
+    frames: int
+    triangulated: float  # fraction of (frame, joint) with a 3D point
+    reproj_px: float  # mean reprojection error of the triangulated joints, px
+    swapped_views: int  # (camera, frame) views whose hands were exchanged
+    seconds: float
+    skipped: bool = False
+
+    @staticmethod
+    def of(name: str, j: Joints3D, seconds: float, skipped: bool = False) -> "SequenceSummary":
+        valid = j.valid
+        err = float(j.reproj_error[valid].mean()) if valid.any() else float("nan")
+        swapped = int(j.swapped.sum()) if j.swapped is not None else 0
+        return SequenceSummary(name, len(j.frames), float(valid.mean()) if valid.size else 0.0, err, swapped,
+                               seconds, skipped)
+
+
+def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateConfig) -> str:
+    """What joints3d.h5 depends on: keypoints2d.h5 and calibration.toml (size, mtime), the options."""
+    h = hashlib.sha256()
+    for p in (keypoints, calibration):
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TriangulateConfig) if f.name != "sequences"}
+    h.update(json.dumps(opts, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) -> list[SequenceSummary]:
+    cfg = cfg or TriangulateConfig()
+    if not (np.isfinite(cfg.inlier_px) and cfg.inlier_px > 0):
+        raise SchemaError(root, f"triangulate needs --inlier-px > 0, got {cfg.inlier_px}")
+    session = Session.open(root)
+    names = cfg.sequences or session.sequences
+    unknown = [s for s in names if s not in session.sequences]
+    if unknown:
+        raise SchemaError(session.path(SEQUENCE_DIR, seq=unknown[0]), "sequence folder not found")
+    if not names:
+        raise SchemaError(session.root / "sequences", "no sequences to triangulate")
+    calibration = session.root / CALIBRATION_TOML
+    if not calibration.is_file():
+        raise SchemaError(calibration, "file not found; run `handdiffuse calibrate` first")
+    summaries = []
+    for seq in names:
+        t0 = time.perf_counter()
+        kp_path, out = session.path(KEYPOINTS2D, seq=seq), session.path(JOINTS3D, seq=seq)
+        if not kp_path.is_file():
+            raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
+        fp = fingerprint(kp_path, calibration, cfg)
+        if out.is_file():
+            try:
+                old = read_joints3d(out)
+            except SchemaError:
+                old = None
+            if old is not None and old.inputs == fp:
+                summaries.append(SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True))
+                continue
+        # 1.
+        kp = read_keypoints2d(kp_path)
+        rig = read_calibration(calibration)
+        for name, size in zip(kp.cameras, kp.image_sizes):
+            if name not in rig.names:
+                raise SchemaError(calibration, f"camera '{name}' (in {seq}/keypoints2d.h5) is missing from the "
+                                  "calibration")
+            if tuple(rig[name].size) != tuple(int(v) for v in size):
+                raise SchemaError(calibration, f"camera '{name}' is calibrated at {rig[name].size[0]}x"
+                                  f"{rig[name].size[1]} px but {seq}/keypoints2d.h5 has {size[0]}x{size[1]} px images")
+        rig = rig.subset(kp.cameras, calibration)
+        score = kp.keypoints[..., 2]
+        if not (score > 0).any():
+            raise SchemaError(kp_path, "no hand keypoints detected in any camera")
+        if not (score > cfg.min_score).any():
+            raise SchemaError(kp_path, f"no hand keypoints with a score above min_score={cfg.min_score} in any camera")
+        # 2.
+        result = triangulate(rig, kp.keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
+        # 3.
+        j = Joints3D(kp.frames, result.joints, result.reproj_error, result.n_cameras, kp.fps, result.method,
+                     inputs=fp, cameras=kp.cameras, swapped=result.swapped)
+        write_joints3d(out, j)
+        summary = SequenceSummary.of(seq, j, time.perf_counter() - t0)
+        LOG.info("triangulated %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %.1f s", seq,
+                 summary.frames, 100 * summary.triangulated, summary.reproj_px, summary.swapped_views, summary.seconds)
+        summaries.append(summary)
+    return summaries

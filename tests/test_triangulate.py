@@ -1,0 +1,209 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from capture.studio.build import StudioConfig, build_session
+from data_schemas import SchemaError
+from data_schemas.calibration import Camera, read_calibration, write_calibration
+from data_schemas.joints3d import read_joints3d
+from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
+from data_schemas.validate import validate_path
+from fitting.triangulate import METHODS, ROBUST, camera_arrays, triangulate, undistort
+from fitting.triangulate_stage import TriangulateConfig, triangulate_session
+from tests.factories import make_rig
+
+SEQ = "seq000"
+
+
+def two_hands(n_frames: int, seed: int = 0) -> np.ndarray:
+    """(F, 42, 3) m: a left hand's 21 points around x = -8 cm, the right hand's around x = +8 cm."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-0.04, 0.04, (n_frames, 42, 3))
+    X[:, :21, 0] -= 0.08
+    X[:, 21:, 0] += 0.08
+    return X
+
+
+def keypoints_of(rig, X: np.ndarray) -> np.ndarray:
+    """(C, F, 42, 3) [x, y, score = 1] exact projections, lens distortion included."""
+    px = rig.project(X)  # (C, F, 42, 2)
+    return np.concatenate([px, np.ones(px.shape[:-1] + (1,))], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rig = make_rig(8, seed=1)
+    X = two_hands(5)
+    return rig, X, keypoints_of(rig, X)
+
+
+def test_undistort_inverts_the_lens_model(scene):
+    rig, _, _ = scene
+    cams = camera_arrays(rig)
+    px = np.random.default_rng(0).uniform([0, 0], [640, 480], (len(rig), 100, 2))  # corners included
+    x, y = undistort(cams, px[..., 0], px[..., 1])
+    for c, cam in enumerate(rig.cameras):
+        np.testing.assert_allclose(np.stack([x[c], y[c]], axis=-1), cam.undistort_points(px[c]), atol=2e-7)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_round_trip_without_noise(scene, method):
+    rig, X, kp = scene
+    r = triangulate(rig, kp, method)
+    assert np.abs(r.joints - X).max() < 1e-6
+    assert (r.n_cameras == 8).all() and r.inliers.all() and not r.swapped.any()
+    assert r.reproj_error.max() < 1e-3
+    assert r.method == (ROBUST if method == "robust" else method)
+
+
+def test_weighted_dlt_ignores_zero_score_views(scene):
+    rig, X, kp = scene
+    kp = kp.copy()
+    rng = np.random.default_rng(1)
+    kp[:, 1:3] += rng.normal(0, 1.5, kp[:, 1:3].shape) * [1, 1, 0]  # noise, so that views matter
+    kp[0, :, :, :2] = rng.uniform(0, 400, kp[0, :, :, :2].shape)  # garbage in camera 0 ...
+    kp[0, :, :, 2] = 0.0  # ... which is not an observation
+    kp[1, :, 5:9] = [np.nan, np.nan, 0.0]  # a detector's "not found"
+    r = triangulate(rig, kp, "dlt", fix_swaps=False)
+    keep = rig.subset(rig.names[1:])
+    alone = triangulate(keep, kp[1:], "dlt", fix_swaps=False)
+    np.testing.assert_allclose(r.joints, alone.joints, atol=1e-9)
+    assert (r.n_cameras[:, 5:9] == 6).all() and (r.n_cameras[:, :5] == 7).all()
+    assert not r.inliers[0].any()
+
+
+def test_robust_modes_reject_outlier_views(scene):
+    rig, X, kp = scene
+    kp = kp.copy()
+    rng = np.random.default_rng(2)
+    bad = np.zeros(kp.shape[:3], bool)  # (C, F, 42): two random views of every point
+    for f in range(kp.shape[1]):
+        for j in range(42):
+            bad[rng.choice(8, 2, replace=False), f, j] = True
+    kp[..., :2] += bad[..., None] * rng.choice([-1, 1], kp[..., :2].shape) * rng.uniform(40, 200, kp[..., :2].shape)
+    dlt = triangulate(rig, kp, "dlt", fix_swaps=False)
+    assert np.nanmean(np.linalg.norm(dlt.joints - X, axis=-1)) > 5e-3  # 5 mm
+    for method in ("robust", "irls", "ransac"):
+        r = triangulate(rig, kp, method, fix_swaps=False)
+        assert np.abs(r.joints - X).max() < 1e-6, method
+        assert (r.inliers == ~bad).all() and (r.n_cameras == 6).all(), method
+
+
+def test_swapped_hands_are_found_and_exchanged(scene):
+    rig, X, kp = scene
+    kp = kp.copy()
+    for c, f in ((3, 1), (6, 2)):  # both hands in each other's slot
+        kp[c, f] = np.concatenate([kp[c, f, 21:], kp[c, f, :21]])
+    kp[1, 3, 21:] = kp[1, 3, :21]  # camera 1, frame 3: the left hand alone, in the right hand's slot
+    kp[1, 3, :21] = [np.nan, np.nan, 0.0]
+    expected = np.zeros((5, 8), bool)
+    expected[[1, 2, 3], [3, 6, 1]] = True
+    for method in ("robust", "ransac"):
+        r = triangulate(rig, kp, method)
+        assert (r.swapped == expected).all(), method
+        assert np.abs(r.joints - X).max() < 1e-6
+        assert r.inliers[3, 1].all() and r.inliers[6, 2].all()  # the exchanged views count again
+        assert r.inliers[1, 3, :21].all() and not r.inliers[1, 3, 21:].any()
+    # left alone, they are outliers for the robust mode, except where the other hand's joint happens to
+    # project within the threshold of this one's (hence a tight one for this exact data)
+    kept = triangulate(rig, kp, inlier_px=3.0, fix_swaps=False)
+    assert not kept.swapped.any() and np.abs(kept.joints - X).max() < 1e-3
+    assert kept.inliers[3, 1].mean() < 0.2 and kept.inliers[1, 3].mean() < 0.2
+
+
+def test_fewer_than_two_cameras_give_nan(scene):
+    rig, X, kp = scene
+    kp = kp.copy()
+    kp[1:, 0, 0] = [np.nan, np.nan, 0.0]  # frame 0, joint 0: camera 0 only
+    kp[:, 0, 1, 2] = 0.0  # joint 1: no camera
+    kp[2:, 0, 2, 2] = 0.0  # joint 2: cameras 0 and 1
+    for method in METHODS:
+        r = triangulate(rig, kp, method)
+        assert np.isnan(r.joints[0, :2]).all() and np.isnan(r.reproj_error[0, :2]).all(), method
+        assert (r.n_cameras[0, :2] < 2).all() and not r.inliers[:, 0, :2].any()
+        assert r.n_cameras[0, 2] == 2 and np.abs(r.joints[0, 2] - X[0, 2]).max() < 1e-6
+        assert np.isfinite(r.joints[1:]).all()
+
+
+def test_nothing_detected_gives_nan_not_an_error(scene):
+    rig, _, kp = scene
+    r = triangulate(rig, np.where(np.arange(3) < 2, np.nan, 0.0) * np.ones_like(kp))
+    assert np.isnan(r.joints).all() and (r.n_cameras == 0).all() and not r.swapped.any()
+
+
+def test_bad_arguments(scene):
+    rig, _, kp = scene
+    with pytest.raises(ValueError, match="unknown triangulation method 'svd'"):
+        triangulate(rig, kp, "svd")
+    with pytest.raises(ValueError, match=r"keypoints have shape \(7, 5, 42, 3\), expected \(8, F, 42, 3\)"):
+        triangulate(rig, kp[1:])
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """A tiny studio session (8 cameras, one 4-frame sequence) with the ground truth's calibration and
+    keypoints (exact projections, score 1 where visible) in place of calibrate's and detect's."""
+    root = tmp_path_factory.mktemp("triangulate") / "studio"
+    build_session(StudioConfig(out=root, sequences=1, frames=4, board_frames=1, workers=1))
+    shutil.copy(root / "ground_truth" / "calibration.toml", root / "calibration" / "calibration.toml")
+    shutil.copy(root / "ground_truth" / "sequences" / SEQ / "keypoints2d.h5", root / "sequences" / SEQ)
+    return root
+
+
+@pytest.fixture
+def session(studio, tmp_path):
+    root = tmp_path / "s"
+    shutil.copytree(studio, root)
+    return root
+
+
+def test_stage_triangulates_the_studio_hands(session):
+    [s] = triangulate_session(session)
+    assert (s.name, s.frames, s.skipped, s.swapped_views) == (SEQ, 4, False, 0)
+    out = session / "sequences" / SEQ / "joints3d.h5"
+    j = read_joints3d(out)
+    truth = read_joints3d(session / "ground_truth" / "sequences" / SEQ / "joints3d.h5")
+    assert j.method == ROBUST and j.cameras == [f"cam{i:02d}" for i in range(8)] and j.swapped.shape == (4, 8)
+    seen = (read_keypoints2d(session / "sequences" / SEQ / "keypoints2d.h5").keypoints[..., 2] > 0).sum(axis=0)
+    assert (j.valid == (seen >= 2)).all() and (j.n_cameras == np.where(seen >= 2, seen, 0)).all()  # all views
+    assert s.triangulated == j.valid.mean() > 0.8 and s.reproj_px < 0.01
+    assert np.abs(j.joints - truth.joints)[j.valid].max() < 1e-3  # 1 mm
+    assert all(v.ok for v in validate_path(out))
+    [again] = triangulate_session(session)
+    assert again.skipped and again.frames == 4 and again.triangulated == s.triangulated
+    [dlt] = triangulate_session(session, TriangulateConfig(method="dlt"))  # other options: done again
+    assert not dlt.skipped and read_joints3d(out).method == "dlt"
+
+
+def test_stage_camera_missing_from_the_calibration(session):
+    path = session / "calibration" / "calibration.toml"
+    rig = read_calibration(path)
+    write_calibration(path, rig.subset(rig.names[:-1]))
+    with pytest.raises(SchemaError) as e:
+        triangulate_session(session)
+    assert str(e.value) == f"{path}: camera 'cam07' (in {SEQ}/keypoints2d.h5) is missing from the calibration"
+
+
+def test_stage_image_size_differs_from_the_calibration(session):
+    path = session / "calibration" / "calibration.toml"
+    rig = read_calibration(path)
+    c = rig.cameras[2]
+    rig.cameras[2] = Camera(c.name, (1280, 1024), c.matrix, c.distortions, c.rotation, c.translation)
+    write_calibration(path, rig)
+    with pytest.raises(SchemaError) as e:
+        triangulate_session(session)
+    assert str(e.value) == (f"{path}: camera 'cam02' is calibrated at 1280x1024 px but {SEQ}/keypoints2d.h5 has "
+                            "640x512 px images")
+
+
+def test_stage_nothing_detected(session):
+    path = session / "sequences" / SEQ / "keypoints2d.h5"
+    kp = read_keypoints2d(path)
+    kp.keypoints[:] = [np.nan, np.nan, 0.0]
+    write_keypoints2d(path, kp)
+    with pytest.raises(SchemaError) as e:
+        triangulate_session(session)
+    assert str(e.value) == f"{path}: no hand keypoints detected in any camera"
