@@ -16,7 +16,8 @@ HDF5 tree (format ``handdiffuse.mano``, version 1)::
       reproj_max_px   (F, 2)  float32
       residual3d      (F, 2)  float32   mean distance of model joints to triangulated joints, m
       penetration     (F, 2)  float32   max depth of this hand inside the other, m
-      bone_deviation  (F, 2)  float32   max relative bone-length deviation from the subject's
+      bone_deviation  (F, 2)  float32   relative deviation of the triangulated bone lengths from the
+                                        subject's (median over the hand's bones)
       n_cameras       (F, 2)  int16     cameras with a detection of this hand
       failure         (F, 2)  uint16    FailureReason bit flags; 0 = fit accepted
     Quality values may be NaN only where failure has the NO_DATA bit.

@@ -106,13 +106,12 @@ def load_inputs(session: Session, seq: str):
         raise SchemaError(session.root / CALIBRATION_TOML, f"camera '{missing[0]}' of {kp_path} is not calibrated")
     rig = rig.subset(kp.cameras, session.root / CALIBRATION_TOML)
     keypoints = kp.keypoints.copy()
-    swapped = getattr(j3d, "swapped", None)
+    swapped = j3d.swapped  # (F, C) in keypoints2d's camera order, or None
     if swapped is not None:
-        order = [kp.cameras.index(c) for c in (j3d.cameras or kp.cameras)]
+        if j3d.cameras is not None and list(j3d.cameras) != list(kp.cameras):
+            raise SchemaError(j3d_path, f"cameras differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
         for f, c in zip(*np.nonzero(swapped)):
-            cam = order[c]
-            keypoints[cam, f] = np.concatenate([keypoints[cam, f, N_HAND_JOINTS:], keypoints[cam, f, :N_HAND_JOINTS]])
-        swapped = swapped[:, np.argsort(order)] if len(order) == len(kp.cameras) else swapped
+            keypoints[c, f] = np.concatenate([keypoints[c, f, N_HAND_JOINTS:], keypoints[c, f, :N_HAND_JOINTS]])
     return j3d, kp, keypoints, rig, swapped
 
 

@@ -3,25 +3,29 @@
 Measures (``measure``), per frame and hand:
 
 - per view (camera): the median px distance between the fitted joints' projections and
-  the hand's detected keypoints (views where at least half the hand was detected);
-  a view *agrees* when that is under ``inlier_px`` x the image height
-- ``reproj_mean_px`` / ``reproj_max_px``: mean / max of it over the agreeing views
+  the hand's detected keypoints (views where at least half the hand was detected)
 - ``n_cameras``: views with a detection of the hand
+- ``reproj_mean_px`` / ``reproj_max_px``: mean / max of the view errors over the views
+  that *agree* with the fit (below the agreement threshold, next paragraph)
 - ``residual3d``: mean distance of the fitted joints to the triangulated ones, m
-- ``bone_deviation``: max over bones of |triangulated length / fitted length - 1|
+- ``bone_deviation``: median over the hand's bones of |triangulated length / fitted length - 1|
 - ``penetration``: depth of the deepest vertex of either hand inside the other, m
   (exact, ``hand_model.contact``; measured where the hands come within 2 cm)
 - temporal spike: how far the frame's joints sit from the midpoint of its two
   neighbours beyond half the neighbours' own distance (a one-frame glitch), m
 
-The rule (``QualityRule``, all thresholds config fields) sets FailureReason bits:
+Thresholds adapt to the capture: detectors, lenses and resolutions differ, so a value is
+called bad when it is above both its floor (a ``QualityRule`` field) and ``relative`` x
+its median over the sequence: ``bad(x) = x > max(floor, relative x median(x))``. A view
+agrees with the fit when its error, as a fraction of the image height, is not bad
+(floor ``inlier_px``). The rule sets FailureReason bits:
 
     NO_DATA          fewer than 2 views, or no triangulated palm to fit
     FEW_CAMERAS      n_cameras < min_cameras
-    REPROJECTION     agreeing views / views < min_agreement, or reproj_mean_px > max_reproj
-    RESIDUAL_3D      residual3d > max_residual_3d
+    REPROJECTION     agreeing views / views < min_agreement, or bad mean error (floor max_reproj)
+    RESIDUAL_3D      bad residual3d (floor max_residual_3d)
     PENETRATION      penetration > max_penetration
-    BONE_LENGTH      bone_deviation > max_bone_deviation
+    BONE_LENGTH      bad bone_deviation (floor max_bone_deviation)
     TEMPORAL_JUMP    spike > max_spike
     LEFT_RIGHT_SWAP  the triangulation exchanged the hands in > max_swapped of the views
 
@@ -63,8 +67,11 @@ class QualityRule:
     """Fitted joints further than this (m, mean) from the triangulated ones: failed (residual_3d)."""
     max_penetration: float = 0.005
     """Hands interpenetrating deeper than this (m): failed (penetration)."""
-    max_bone_deviation: float = 0.25
-    """A triangulated bone off the fitted length by more than this fraction: failed (bone_length)."""
+    max_bone_deviation: float = 0.15
+    """Triangulated bones off the fitted lengths by more than this fraction (median over bones): failed
+    (bone_length)."""
+    relative: float = 3.0
+    """A measure is bad only above this many times its median over the sequence (and above its floor)."""
     max_spike: float = 0.01
     """A one-frame jump of the joints larger than this (m): failed (temporal_jump)."""
     max_swapped: float = 0.3
@@ -80,6 +87,14 @@ class Measures:
     quality: FitQuality  # the file's fields, failure included
     view_error: np.ndarray  # (C, F, 2) median px error per view (NaN: hand not detected there)
     projected: np.ndarray  # (C, F, 2, 21, 2) fitted joints in every camera, px
+
+
+def bad(x: np.ndarray, floor: float, relative: float) -> np.ndarray:
+    """x > max(floor, relative x median of x's finite values); NaN is never bad."""
+    finite = np.isfinite(x)
+    median = float(np.median(x[finite])) if finite.any() else 0.0
+    with np.errstate(invalid="ignore"):
+        return finite & (x > max(floor, relative * median))
 
 
 def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
@@ -98,7 +113,8 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     with warnings.catch_warnings():  # views without a detection: all-NaN medians, masked next
         warnings.simplefilter("ignore", RuntimeWarning)
         view_error = np.where(seen, np.nanmedian(err, axis=-1), np.nan)  # (C, F, 2)
-    agree = seen & (view_error < rule.inlier_px * heights)
+    rel_view = view_error / heights  # (C, F, 2) fraction of the image height
+    agree = seen & ~bad(rel_view, rule.inlier_px, rule.relative)
     n_cameras = seen.sum(0)  # (F, 2)
     agreement = agree.sum(0) / np.maximum(n_cameras, 1)
     with np.errstate(all="ignore"):
@@ -112,9 +128,9 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     parents, children = [p for p, _ in HAND_BONES], [c for _, c in HAND_BONES]
     tri_len = np.linalg.norm(X[:, :, children] - X[:, :, parents], axis=-1)  # (F, 2, 20)
     fit_len = np.linalg.norm(fit_joints[:, :, children] - fit_joints[:, :, parents], axis=-1)
-    with np.errstate(all="ignore"):
-        dev = np.abs(tri_len / fit_len - 1)
-    bone_dev = np.where(np.isfinite(dev), dev, 0).max(-1)
+    with warnings.catch_warnings():  # a hand with no triangulated bone: NaN, then 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bone_dev = np.nan_to_num(np.nanmedian(np.abs(tri_len / fit_len - 1), axis=-1))
     # contact
     penetration = np.zeros((F, 2))
     if vertices_of is not None:
@@ -139,11 +155,14 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     no_data = (n_cameras < 2) | ~palm
     fail |= np.where(no_data, R.NO_DATA, 0).astype(np.uint16)
     fail |= np.where(~no_data & (n_cameras < rule.min_cameras), R.FEW_CAMERAS, 0).astype(np.uint16)
-    bad_reproj = (agreement < rule.min_agreement) | (rel_mean > rule.max_reproj)
+    bad_reproj = (agreement < rule.min_agreement) | bad(np.where(no_data, np.nan, rel_mean), rule.max_reproj,
+                                                        rule.relative)
     fail |= np.where(~no_data & bad_reproj, R.REPROJECTION, 0).astype(np.uint16)
-    fail |= np.where(~no_data & (residual > rule.max_residual_3d), R.RESIDUAL_3D, 0).astype(np.uint16)
+    bad_residual = bad(np.where(no_data, np.nan, residual), rule.max_residual_3d, rule.relative)
+    fail |= np.where(~no_data & bad_residual, R.RESIDUAL_3D, 0).astype(np.uint16)
     fail |= np.where(penetration > rule.max_penetration, R.PENETRATION, 0).astype(np.uint16)
-    fail |= np.where(~no_data & (bone_dev > rule.max_bone_deviation), R.BONE_LENGTH, 0).astype(np.uint16)
+    bad_bones = bad(np.where(no_data, np.nan, bone_dev), rule.max_bone_deviation, rule.relative)
+    fail |= np.where(~no_data & bad_bones, R.BONE_LENGTH, 0).astype(np.uint16)
     fail |= np.where(spike > rule.max_spike, R.TEMPORAL_JUMP, 0).astype(np.uint16)
     if swapped is not None and swapped.size:
         many = swapped.mean(1) > rule.max_swapped  # (F,)

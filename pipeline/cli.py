@@ -16,6 +16,7 @@ import tyro
 from capture.calibration.stage import CalibrateConfig
 from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
+from fitting.triangulate_stage import TriangulateConfig
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -134,6 +135,27 @@ class Detect(DetectConfig):
 
 
 @dataclasses.dataclass
+class Triangulate(TriangulateConfig):
+    """Triangulate 3D joints from the 2D keypoints of every camera -> sequences/<seq>/joints3d.h5."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from fitting.triangulate_stage import triangulate_session
+
+        for s in triangulate_session(self.session, self):
+            out = self.session / "sequences" / s.name / "joints3d.h5"
+            if s.skipped:
+                print(f"{out}: up to date (same keypoints, calibration and options); nothing to do")
+                continue
+            print(f"triangulated {s.name}: {s.frames} frames -> {out}: {100 * s.triangulated:.1f}% of joints, "
+                  f"reprojection {s.reproj_px:.2f} px, {s.swapped_views} views with the hands exchanged, "
+                  f"{s.seconds:.1f} s")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class Fit(FitConfig):
     """Fit both hands' MANO parameters to the joints and keypoints -> sequences/<seq>/mano.h5, and
     queue the frames whose fit failed -> annotation/queue.jsonl."""
@@ -209,8 +231,8 @@ STAGES = {
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
     "report": "Write the session report (report/index.html).",
 }
-IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect, "fit": Fit,
-                                 "queue": Queue}
+IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect,
+                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

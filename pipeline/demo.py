@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tyro
 
 from data_schemas import __version__
@@ -78,6 +79,62 @@ def detect(cfg: DemoConfig) -> str:
             f"{total.median_px:.1f} px at 512 px, {total.swapped} given the wrong side")
 
 
+def to_truth_frame(cfg: DemoConfig):
+    """The similarity from the session's calibrated world frame (the board's) to the truth's."""
+    from capture.calibration.evaluate import world_alignment
+    from data_schemas.calibration import read_calibration
+
+    return world_alignment(read_calibration(cfg.session / "calibration" / "calibration.toml"),
+                           read_calibration(cfg.session / "ground_truth" / "calibration.toml"))
+
+
+def triangulate(cfg: DemoConfig) -> str:
+    from data_schemas.joints3d import read_joints3d
+    from fitting.triangulate_stage import triangulate_session
+
+    summaries = triangulate_session(cfg.session)
+    align = to_truth_frame(cfg)
+    errors = []
+    for s in summaries:
+        est = read_joints3d(cfg.session / "sequences" / s.name / "joints3d.h5")
+        truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / s.name / "joints3d.h5")
+        common, i, j = np.intersect1d(est.frames, truth.frames, return_indices=True)
+        e = np.linalg.norm(align.apply(est.joints[i]) - truth.joints[j], axis=-1)
+        errors.append(e[np.isfinite(e)])
+    e = np.concatenate(errors)
+    found = np.mean([s.triangulated for s in summaries])
+    return (f"{100 * found:.1f}% of joints; vs truth: MPJPE {1000 * e.mean():.1f} mm (median "
+            f"{1000 * np.median(e):.1f} mm)")
+
+
+def fit(cfg: DemoConfig) -> str:
+    import torch
+
+    from data_schemas.joints3d import read_joints3d
+    from data_schemas.mano import read_mano
+    from fitting.fit_stage import fit_session
+    from fitting.hand_model.model import HandModel
+
+    summaries = fit_session(cfg.session)
+    model = HandModel()
+    align = to_truth_frame(cfg)
+    errors = []
+    for s in summaries:
+        m = read_mano(cfg.session / "sequences" / s.name / "mano.h5")
+        with torch.no_grad():
+            joints = model(*(torch.as_tensor(a) for a in (m.global_orient, m.hand_pose, m.betas, m.transl))).joints
+        truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / s.name / "joints3d.h5")
+        common, i, j = np.intersect1d(m.frames, truth.frames, return_indices=True)
+        fitted = align.apply(joints.numpy().reshape(len(m.frames), 42, 3)[i])
+        errors.append(np.linalg.norm(fitted - truth.joints[j], axis=-1))
+    e = np.concatenate([x.ravel() for x in errors])
+    frames = sum(s.frames for s in summaries)
+    failed = sum(s.failed_frames for s in summaries)
+    queued = sum(s.queued for s in summaries)
+    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; {failed} of {frames} frames failed, {queued} views "
+            "queued for annotation")
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -88,7 +145,9 @@ def validate_all(cfg: DemoConfig) -> str:
 
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
-    for name, fn in (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("validate", validate_all)):
+    stages = (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("triangulate", triangulate),
+              ("fit", fit), ("validate", validate_all))
+    for name, fn in stages:
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
         measure = fn(cfg)

@@ -130,9 +130,9 @@ def test_detect_missing_session_folder():
 
 
 def test_planned_stage_says_so():
-    r = hd("triangulate", "somewhere")
+    r = hd("annotate", "somewhere")
     assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse triangulate` is not available in handdiffuse 0.1.0 yet"
+    assert r.stderr.strip() == "error: `handdiffuse annotate` is not available in handdiffuse 0.1.0 yet"
 
 
 @pytest.mark.parametrize("args", [["validate"], ["nonsense"]])

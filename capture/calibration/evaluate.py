@@ -27,14 +27,37 @@ class RigErrors:
                 f"focal within {self.focal_rel.max() * 100:.3f} %")
 
 
-def compare_rigs(estimate: CameraRig, truth: CameraRig) -> RigErrors:
+@dataclass
+class Similarity:
+    """x_truth = scale * rotation @ x_estimate + translation: an estimated world frame in the truth's."""
+
+    rotation: np.ndarray  # (3, 3)
+    translation: np.ndarray  # (3,)
+    scale: float
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """(..., 3) points of the estimated world -> the truth's world."""
+        return self.scale * np.asarray(points) @ self.rotation.T + self.translation
+
+
+def world_alignment(estimate: CameraRig, truth: CameraRig) -> Similarity:
+    """The similarity taking ``estimate``'s world frame to ``truth``'s (module docstring)."""
     est = estimate.subset(truth.names)
     M = mean_rotation(np.stack([e.R.T @ g.R for e, g in zip(est.cameras, truth.cameras)]))  # truth world -> est world
-    rot = np.array([np.degrees(np.arccos(np.clip((np.trace((e.R @ M).T @ g.R) - 1) / 2, -1, 1)))
-                    for e, g in zip(est.cameras, truth.cameras)])
     A = np.stack([M.T @ e.center for e in est.cameras])
     B = np.stack([g.center for g in truth.cameras])
     s = ((A - A.mean(0)) * (B - B.mean(0))).sum() / ((A - A.mean(0)) ** 2).sum()
-    centre = np.linalg.norm(s * (A - A.mean(0)) + B.mean(0) - B, axis=1)
+    return Similarity(M.T, B.mean(0) - s * A.mean(0), float(s))
+
+
+def compare_rigs(estimate: CameraRig, truth: CameraRig) -> RigErrors:
+    est = estimate.subset(truth.names)
+    align = world_alignment(est, truth)
+    M = align.rotation.T  # truth world -> est world
+    rot = np.array([np.degrees(np.arccos(np.clip((np.trace((e.R @ M).T @ g.R) - 1) / 2, -1, 1)))
+                    for e, g in zip(est.cameras, truth.cameras)])
+    B = np.stack([g.center for g in truth.cameras])
+    centre = np.linalg.norm(align.apply(np.stack([e.center for e in est.cameras])) - B, axis=1)
+    s = align.scale
     focal = np.array([abs(e.matrix[0, 0] / g.matrix[0, 0] - 1) for e, g in zip(est.cameras, truth.cameras)])
     return RigErrors(rot, centre, focal, float(s))
