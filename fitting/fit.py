@@ -53,7 +53,7 @@ PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly ri
 class FitOptions:
     """MANO fitting: weights, scales and iteration budgets."""
 
-    lm_iterations: int = 15
+    lm_iterations: int = 10
     """Levenberg-Marquardt iterations of the per-frame pose stage."""
     restarts: int = 2
     """Rounds of restarting poorly fitted frames from their neighbours' solutions (forward, backward)."""
@@ -406,10 +406,12 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
             Jt = torch.eye(3, dtype=dt, device=dev).repeat(21, 1).expand(B, 63, 3)
             Jp = torch.cat([Jp, Jt], dim=2) * ws.repeat_interleave(3, dim=1)  # (B, 63, 51)
             active = (angles > hi).to(dt) - (angles < lo).to(dt)  # (B, 15, 3): +1 above, -1 below
-            Jl = torch.zeros(B, 15, 3, 51, dtype=dt, device=dev)
-            for k in range(15):
-                Jl[:, k, :, 3 + 3 * k:6 + 3 * k] = w_lim * active[:, k, :, None] * L[k]
-            return torch.cat([Jp, Jl.reshape(B, 45, 51)], dim=1)
+            blocks = w_lim * active[..., None] * L  # (B, 15, 3, 3): joint k's angles by its own theta_k
+            Jl = torch.zeros(B, 15, 3, 15, 3, dtype=dt, device=dev)
+            k = torch.arange(15, device=dev)
+            Jl[:, k, :, k, :] = blocks.transpose(0, 1)  # block diagonal; indexing puts the k axis first
+            Jl = torch.nn.functional.pad(Jl.reshape(B, 45, 45), (3, 3))  # no orientation, translation columns
+            return torch.cat([Jp, Jl], dim=1)
 
         def solve(theta, sel):  # LM on the frames ``sel`` from ``theta`` (K, 51) -> (theta, cost)
             Xs, ws = Xh[sel], wh[sel]

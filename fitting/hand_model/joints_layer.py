@@ -91,6 +91,11 @@ class JointsLayer(torch.nn.Module):
             self.levels.append((kids, [parents[k] for k in kids], [appended.index(parents[k]) for k in kids]))
             appended += kids
         self.level_order = [appended.index(k) for k in range(16)]
+        # the same as index tensors: indexing with Python lists converts them on every call
+        for d, (kids, parents_, at) in enumerate(self.levels):
+            for name, ids in (("kids", kids), ("parents", parents_), ("at", at)):
+                self.register_buffer(f"_level{d}_{name}", torch.as_tensor(ids), persistent=False)
+        self.register_buffer("_level_order", torch.as_tensor(self.level_order), persistent=False)
         self.register_buffer("reorder", model.reorder.clone())
 
     def _pose(self, global_orient, hand_pose, betas, hands):
@@ -108,12 +113,13 @@ class JointsLayer(torch.nn.Module):
         # 3. level by level down the tree (MANO's is 3 deep below the wrist: 5 fingers x 3 joints)
         G_rot = R[:, :, :1]  # (B, H, 1, 3, 3)
         G_pos = J[:, :, :1]  # (B, H, 1, 3)
-        for kids, parents, at in self.levels:
+        for d in range(len(self.levels)):
+            kids, parents, at = (getattr(self, f"_level{d}_{n}") for n in ("kids", "parents", "at"))
             pr, pp = G_rot[:, :, at], G_pos[:, :, at]  # (B, H, 5, 3, 3), (B, H, 5, 3) parents' transforms
             bone = (J[:, :, kids] - J[:, :, parents]).unsqueeze(-1)  # (B, H, 5, 3, 1)
             G_rot = torch.cat([G_rot, pr @ R[:, :, kids]], dim=2)
             G_pos = torch.cat([G_pos, pp + (pr @ bone).squeeze(-1)], dim=2)
-        order = self.level_order  # joints were appended level by level: back to MANO's order
+        order = self._level_order  # joints were appended level by level: back to MANO's order
         return J, feature, G_rot[:, :, order], G_pos[:, :, order], betas  # (B, H, 16, 3, 3), (B, H, 16, 3)
 
     def _skin(self, key: str, hands: slice, J, feature, G_rot, G_pos, betas) -> torch.Tensor:
