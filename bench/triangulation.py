@@ -3,13 +3,15 @@
 1. data: the studio's full dome (50 cameras, 3840x2160, lens distortion) and 1200 frames of
    two-hand motion (the four motion families, 300 frames each, through the hand model):
    50,400 points, projected with distortion, 2 px Gaussian noise, float32 like keypoints2d.h5
-2. clean: ours (``fitting.triangulate``, one thread: robust = IRLS, and DLT, RANSAC) against
+2. clean: ours (``fitting.triangulate``: robust = IRLS, and DLT, RANSAC; numba kernels on every
+   core, and the numpy reference ``triangulate_reference``, one thread) against
    aniposelib 0.8's ``CameraGroup.triangulate`` (cv2 undistortion + DLT by SVD in jax, its
    threads). aniposelib runs on the first ``ANIPOSE_FRAMES`` frames (5040 points; on this
    shared 2-core machine its speed swings between ~200 and ~10,000 points/s from run to run,
    and the whole set could take minutes); its points/s is over those, and the final line's
    errors are on those same frames. Every timing is the best of ``REPEATS`` runs in this
-   process, after a warm-up (jax compiles per input shape)
+   process, after a warm-up (jax compiles per input shape; numba's first call, printed, compiles
+   the kernels or loads them from its cache)
 3. outliers: the same data with 5 % of the detections moved uniformly anywhere in the image
    and 1 % of the views (camera, frame) with the two hands exchanged
 4. heavy outliers, ours only (IRLS against RANSAC): 30 % of the detections anywhere, 5 % of
@@ -30,13 +32,14 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from capture.studio.rig import FULL, make_rig  # noqa: E402
 from data_schemas.calibration import CameraRig  # noqa: E402
-from fitting.triangulate import ROBUST, triangulate  # noqa: E402
+from fitting.triangulate import ROBUST, triangulate, triangulate_reference  # noqa: E402
 
 FRAMES_PER_MOTION = 300
 NOISE_PX = 2.0
@@ -98,7 +101,7 @@ def errors_mm(points: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 class Table:
     def __init__(self) -> None:
-        print(f"{'scenario':<10} {'method':<28} {'points':>7} {'seconds':>8} {'points/s':>10} {'speedup':>8} "
+        print(f"{'scenario':<10} {'method':<35} {'points':>7} {'seconds':>8} {'points/s':>10} {'speedup':>8} "
               f"{'mpjpe mm':>9} {'p99 mm':>8} {'max mm':>8} {'NaN %':>6}  note")
 
     def row(self, scenario: str, method: str, n: int, seconds: float, err: np.ndarray, base_rate: float | None,
@@ -106,7 +109,7 @@ class Table:
         rate = n / seconds
         speedup = f"{rate / base_rate:.0f}x" if base_rate else "-"
         ok = err[np.isfinite(err)]
-        print(f"{scenario:<10} {method:<28} {n:>7} {seconds:>8.3f} {rate:>10.0f} {speedup:>8} {ok.mean():>9.3f} "
+        print(f"{scenario:<10} {method:<35} {n:>7} {seconds:>8.3f} {rate:>10.0f} {speedup:>8} {ok.mean():>9.3f} "
               f"{np.percentile(ok, 99):>8.3f} {ok.max():>8.1f} {100 * (1 - ok.size / err.size):>6.2f}  {note}",
               flush=True)
         return rate
@@ -129,16 +132,18 @@ def scenario(name: str, rig: CameraRig, group, kp: np.ndarray, joints: np.ndarra
         out.update(aniposelib_rate=base, aniposelib_mpjpe=float(np.nanmean(e_anipose)))
     triangulate(rig, kp[:, :6])  # warm-up
     for method in ("robust", "dlt", "ransac"):
-        seconds, result = best_time(lambda: triangulate(rig, kp, method), REPEATS)
-        e = errors_mm(result.joints, joints)
-        label = f"ours {method}" + (f" (= {ROBUST})" if method == "robust" else "")
-        note = f"error on the same {ANIPOSE_FRAMES} frames: {np.nanmean(e[:n_sub]):.3f} mm" if base else ""
-        if swapped is not None:
-            found = result.swapped
-            note += (f"; swaps found {int((found & swapped).sum())}/{int(swapped.sum())}, "
-                     f"wrong {int((found & ~swapped).sum())}")
-        rate = table.row(name, label, F * 42, seconds, e, base, note.lstrip("; "))
-        out[method] = {"rate": rate, "mpjpe_sub": float(np.nanmean(e[:n_sub])), "mpjpe": float(np.nanmean(e))}
+        for fn, engine in ((triangulate, ""), (triangulate_reference, ", numpy")):
+            seconds, result = best_time(lambda: fn(rig, kp, method), REPEATS)
+            e = errors_mm(result.joints, joints)
+            label = f"ours {method}" + (f" (= {ROBUST})" if method == "robust" else "") + engine
+            note = f"error on the same {ANIPOSE_FRAMES} frames: {np.nanmean(e[:n_sub]):.3f} mm" if base else ""
+            if swapped is not None:
+                found = result.swapped
+                note += (f"; swaps found {int((found & swapped).sum())}/{int(swapped.sum())}, "
+                         f"wrong {int((found & ~swapped).sum())}")
+            rate = table.row(name, label, F * 42, seconds, e, base, note.lstrip("; "))
+            if not engine:
+                out[method] = {"rate": rate, "mpjpe_sub": float(np.nanmean(e[:n_sub])), "mpjpe": float(np.nanmean(e))}
     return out
 
 
@@ -155,9 +160,10 @@ def anipose_ransac(rig: CameraRig, kp: np.ndarray, joints: np.ndarray, table: Ta
     name = f"{RANSAC_CAMERAS} cams"
     base = table.row(name, "aniposelib triangulate_ransac", frames * 42, seconds, errors_mm(points, joints[:frames]),
                      None, "outliers + swaps")
-    seconds, result = best_time(lambda: triangulate(small, sub), REPEATS)
-    table.row(name, f"ours robust (= {ROBUST})", frames * 42, seconds, errors_mm(result.joints, joints[:frames]), base,
-              "outliers + swaps")
+    for fn, engine in ((triangulate, ""), (triangulate_reference, ", numpy")):
+        seconds, result = best_time(lambda: fn(small, sub), REPEATS)
+        table.row(name, f"ours robust (= {ROBUST}){engine}", frames * 42, seconds,
+                  errors_mm(result.joints, joints[:frames]), base, "outliers + swaps")
 
 
 def main() -> None:
@@ -168,9 +174,14 @@ def main() -> None:
     clean, _ = detections(rig, joints, rng)
     noisy, swapped = detections(rig, joints, rng, OUTLIERS, SWAPS)
     group = anipose_group(rig)
+    first = time.perf_counter()
+    triangulate(rig, clean[:, :6])
+    first = time.perf_counter() - first
     print(f"{len(rig)} cameras {FULL.width}x{FULL.height}, {len(joints)} frames x 42 joints, {NOISE_PX:g} px noise; "
           f"outliers: {OUTLIERS:.0%} of detections anywhere in the image, {SWAPS:.0%} of views with the hands "
-          f"exchanged ({int(swapped.sum())} views); data made in {time.perf_counter() - t0:.0f} s", flush=True)
+          f"exchanged ({int(swapped.sum())} views); data made in {time.perf_counter() - t0:.0f} s; ours' first call "
+          f"{first:.1f} s (numba compiles the kernels, or loads them from its cache); {numba.get_num_threads()} "
+          "numba threads", flush=True)
     table = Table()
     c = scenario("clean", rig, group, clean, joints, table)
     scenario("outliers", rig, group, noisy, joints, table, swapped)

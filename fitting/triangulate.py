@@ -21,8 +21,7 @@ Since ``a1 . X~ = z (x - P^1 X~ / z)``, the weights ``W = s^2 w(e) (f / z)^2`` a
 one step of iteratively reweighted least squares (IRLS) on ``sum_c s^2 rho(e_cn)``, with
 ``w = rho'(e) / e`` Tukey's biweight: 0 beyond its cut-off, the inlier threshold.
 
-Arrays are (cameras, points); a sequence goes through in blocks of ``BLOCK_FRAMES``
-frames so that every (C, points) array of a block stays in the CPU cache (``triangulate``):
+Arrays are (cameras, points); a sequence goes through in blocks of frames (``triangulate_with``):
 
 1. undistort every detection once, all cameras at once (``observations``)
 2. triangulate with one of ``METHODS``:
@@ -40,22 +39,32 @@ frames so that every (C, points) array of a block stays in the CPU cache (``tria
    projection far better than their own get their two 21-point blocks exchanged, and
    those frames are triangulated again (``find_swaps``)
 4. inliers (error under the threshold; every view for ``dlt``), their count, and their
-   mean error; NaN where fewer than ``MIN_CAMERAS`` views are inliers
+   mean error; NaN where fewer than ``MIN_CAMERAS`` views are inliers (``inlier_summary``)
 
 Errors are in px of the undistorted image (f |x - projection| in normalized coordinates):
 the inlier test's measure, within ~1 % of the distorted image's where the hands are.
+
+Two executions of the same steps (``Engine``): the numpy functions below state the algorithm
+on whole (C, points) arrays and are the reference (``triangulate_reference``, blocks of
+``BLOCK_FRAMES`` so that a block's arrays stay in the CPU cache); ``triangulate`` runs them
+compiled (``fitting/triangulate_kernels.py``: numba, per point a loop over its cameras, on every
+core; ~8-10x faster on the 50-camera dome). The tests hold the kernels to the numpy functions:
+the same inliers and swaps, points within 1e-9 m on the same observations (1e-7 m end to end:
+the float32 undistortion stops per chunk). Their first call in a fresh checkout compiles them
+(~15-20 s); numba's cache in ``fitting/__pycache__`` makes later processes load them in ~0.5 s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
 from data_schemas.calibration import CameraRig
 from data_schemas.joints3d import MIN_CAMERAS
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
+from fitting import triangulate_kernels as kernels
 
 Method = Literal["robust", "dlt", "irls", "ransac"]
 METHODS = ("robust", "dlt", "irls", "ransac")
@@ -72,6 +81,8 @@ RANSAC_REFITS = 2
 # (16, 4C) @ (4C, points) product in one thread (from ~500 points it starts threads, which cost
 # 100x more than they give on a shared machine)
 BLOCK_FRAMES = 6
+COMPILED_BLOCK_FRAMES = 64  # the kernels keep a chunk's data in cache themselves; at 64 frames the allocator reuses
+# a block's (C, points) arrays (~1 MB each at 50 cameras) for the next instead of mapping them anew (page faults)
 SWAP_MIN_POINTS = 4  # a view's swap test needs this many comparable points
 UNDISTORT_MAX_ITERATIONS = 20
 UNDISTORT_TOL = 1e-6  # normalized units; the error left is ~(contraction <= 0.05) x step: float32's resolution
@@ -172,8 +183,14 @@ class Observations:
     def valid(self) -> np.ndarray:  # (C, N) bool
         return self.score > 0
 
-    def __getitem__(self, index) -> "Observations":  # a subset of the points
-        return Observations(self.x[:, index], self.y[:, index], self.score[:, index])
+    def __getitem__(self, index: np.ndarray) -> "Observations":  # a subset of the points: indices or a mask (N,)
+        index = np.flatnonzero(index) if index.dtype == bool else index
+        return Observations(*(np.take(a, index, axis=1) for a in (self.x, self.y, self.score)))  # (C, n) C-ordered
+
+    def frames(self, frames: np.ndarray) -> "Observations":  # the 42 points of each of these frames (f,), a copy
+        C = self.score.shape[0]
+        return Observations(*(np.take(a.reshape(C, -1, N_KEYPOINTS), frames, axis=1).reshape(C, -1)
+                              for a in (self.x, self.y, self.score)))
 
 
 @dataclass
@@ -183,6 +200,15 @@ class PointFit:
     points: np.ndarray  # (N, 3) m; NaN where it found none
     inliers: np.ndarray  # (C, N) bool: the views it kept
     error2: np.ndarray  # (C, N) squared reprojection error at ``points``, px^2 of the undistorted image
+
+    def frame_points(self, frames: np.ndarray) -> np.ndarray:  # (f x 42, 3) the points of these frames (f,)
+        return self.points.reshape(-1, N_KEYPOINTS, 3)[frames].reshape(-1, 3)
+
+    def put_frames(self, frames: np.ndarray, fit: "PointFit") -> None:  # these frames' points := fit's (f x 42)
+        C = self.inliers.shape[0]
+        self.points.reshape(-1, N_KEYPOINTS, 3)[frames] = fit.points.reshape(-1, N_KEYPOINTS, 3)
+        for a, b in ((self.inliers, fit.inliers), (self.error2, fit.error2)):
+            a.reshape(C, -1, N_KEYPOINTS)[:, frames] = b.reshape(C, -1, N_KEYPOINTS)
 
 
 @dataclass
@@ -227,6 +253,19 @@ def undistort(cams: CameraArrays, px: np.ndarray, py: np.ndarray) -> tuple[np.nd
             if not step > UNDISTORT_TOL:  # also stops on NaN
                 break
     return x.astype(np.float64), y.astype(np.float64)
+
+
+def observations(cams: CameraArrays, keypoints: np.ndarray, min_score: float = 0.0) -> Observations:
+    """keypoints (C, F, 42, 3) [x, y px, score] -> Observations of N = F x 42 points.
+
+    A detection is an observation where its score is above ``min_score`` (and 0) and its
+    x, y are finite; the others are not used."""
+    C, F = keypoints.shape[:2]
+    kp = keypoints.reshape(C, F * N_KEYPOINTS, 3)  # (C, N, 3)
+    px, py, score = kp[..., 0], kp[..., 1], kp[..., 2]
+    valid = (score > max(min_score, 0.0)) & np.isfinite(px) & np.isfinite(py)  # (C, N)
+    x, y = undistort(cams, np.where(valid, px, 0), np.where(valid, py, 0))
+    return Observations(x, y, np.where(valid, score, 0).astype(np.float64))
 
 
 def camera_coordinates(cams: CameraArrays, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,6 +329,16 @@ def triangulate_dlt(cams: CameraArrays, obs: Observations) -> PointFit:
     return PointFit(X, valid & np.isfinite(X[:, 0]), e2)
 
 
+def camera_order(n_cameras: int) -> np.ndarray:
+    """RANSAC's fixed shuffled order of the cameras (neighbours in a rig's order are close: narrow baselines)."""
+    return np.random.default_rng(0).permutation(n_cameras)
+
+
+def pairs_per_point(views: np.ndarray, n_pairs: int = N_PAIRS) -> int:
+    """``n_pairs``, but no more than the most pairs any point has (``views`` (N,): cameras that see it)."""
+    return int(min(n_pairs, max(1, (views * (views - 1) // 2).max(initial=0))))
+
+
 def pair_indices(valid: np.ndarray, n_pairs: int = N_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each point, ``n_pairs`` pairs of the cameras that see it: (N, K) camera indices a, b,
     and (N, K) bool, False for a point seen by fewer than 2 cameras.
@@ -298,10 +347,10 @@ def pair_indices(valid: np.ndarray, n_pairs: int = N_PAIRS) -> tuple[np.ndarray,
     baselines). A point seen by V >= 2K cameras gets K disjoint pairs, so that one bad view
     spoils one pair; fewer get (i, i+1), (i, i+2), ... of its V cameras."""
     C, N = valid.shape
-    order = np.random.default_rng(0).permutation(C)
+    order = camera_order(C)
     seen = valid[order].T  # (N, C)
     V = seen.sum(axis=1)  # (N,)
-    n_pairs = int(min(n_pairs, max(1, (V * (V - 1) // 2).max(initial=0))))  # no more than there are
+    n_pairs = pairs_per_point(V, n_pairs)
     _, cols = np.nonzero(seen)  # row-major: each point's cameras in turn
     start = np.cumsum(V) - V  # (N,) where each point's cameras begin in cols
     k = np.arange(n_pairs)
@@ -499,36 +548,179 @@ def find_swaps(cams: CameraArrays, obs: Observations, fit: PointFit, inlier_px: 
 
 
 def exchange_hands(obs: Observations, swapped: np.ndarray) -> Observations:
-    """The observations with the hands' 21-point blocks exchanged in the views ``swapped`` (F, C)."""
+    """``obs`` with the hands' 21-point blocks exchanged in the views ``swapped`` (F, C), in place."""
     C, N = obs.score.shape
-    F = N // N_KEYPOINTS
-    where = swapped.T[:, :, None, None]  # (C, F, 1, 1)
+    c, f = np.nonzero(swapped.T)  # the views
+    for a in (obs.x, obs.y, obs.score):
+        blocks = a.reshape(C, N // N_KEYPOINTS, 2, N_HAND_JOINTS)  # (C, F, hand, joint), a view
+        blocks[c, f] = blocks[c, f, ::-1]
+    return obs
 
-    def ex(a: np.ndarray) -> np.ndarray:  # (C, N) -> same, blocks exchanged where swapped
-        blocks = a.reshape(C, F, 2, N_HAND_JOINTS)  # (C, F, hand, joint)
-        return np.where(where, blocks[:, :, ::-1], blocks).reshape(a.shape)
 
-    return Observations(ex(obs.x), ex(obs.y), ex(obs.score))
+# --- 4. inliers, their count and mean error ----------------------------------------------------
+
+def inlier_summary(fit: PointFit) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) mean px over the inlier views and (N,) their count; NaN and 0 where fewer than
+    ``MIN_CAMERAS``, whose points and inliers are dropped from ``fit`` (in place)."""
+    X, inl = fit.points, fit.inliers
+    n = inl.sum(axis=0)  # (N,)
+    few = n < MIN_CAMERAS
+    X[few], inl[:, few] = np.nan, False
+    d = np.sqrt(np.where(inl, fit.error2, 0.0))  # (C, N) px
+    return np.where(few, np.nan, d.sum(axis=0) / np.maximum(n, 1)), np.where(few, 0, n)
+
+
+# --- the same steps compiled (fitting/triangulate_kernels.py) ------------------------------------
+# What ``triangulate`` runs: each kernel goes over a point's cameras once, on every core. The
+# numpy functions above state the algorithm; the tests hold the kernels to them.
+
+def column(a: np.ndarray) -> np.ndarray:  # (C, 1) -> (C,) contiguous, as the kernels take
+    return np.ascontiguousarray(a[:, 0])
+
+
+def rows_by_camera(cams: CameraArrays) -> np.ndarray:  # (3C, 4) -> (3, C, 4): [r, c] = camera c's P^(r+1)
+    return cams.P.reshape(3, cams.n, 4)
+
+
+def observations_compiled(cams: CameraArrays, keypoints: np.ndarray, min_score: float = 0.0) -> Observations:
+    """``observations``: keypoints (C, F, 42, 3) -> Observations of N = F x 42 points."""
+    C, F = keypoints.shape[:2]
+    kp = keypoints.reshape(C, F * N_KEYPOINTS, 3)  # (C, N, 3)
+    if kp.dtype not in (np.float32, np.float64):
+        kp = kp.astype(np.float64)
+    x, y, score = (np.empty(kp.shape[:2]) for _ in range(3))
+    f32 = np.float32
+    # (C, N) views with a stride of 3: the kernel is compiled once per dtype, whatever the layout
+    kernels.observe(kp[..., 0], kp[..., 1], kp[..., 2], kp.dtype.type(max(min_score, 0.0)),
+                    column(cams.fx).astype(f32), column(cams.fy).astype(f32), column(cams.cx).astype(f32),
+                    column(cams.cy).astype(f32), cams.dist.astype(f32), f32(UNDISTORT_TOL), UNDISTORT_MAX_ITERATIONS,
+                    x, y, score)
+    return Observations(x, y, score)
+
+
+def empty_fit(n_cameras: int, n_points: int) -> PointFit:
+    return PointFit(np.empty((n_points, 3)), np.empty((n_cameras, n_points), bool), np.empty((n_cameras, n_points)))
+
+
+def triangulate_dlt_compiled(cams: CameraArrays, obs: Observations) -> PointFit:
+    """``triangulate_dlt``."""
+    fit = empty_fit(*obs.score.shape)
+    kernels.dlt(rows_by_camera(cams), column(cams.fx), column(cams.fy), obs.x, obs.y, obs.score, fit.points,
+                fit.error2, fit.inliers)
+    return fit
+
+
+def triangulate_irls_compiled(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
+                              iterations: int = IRLS_ITERATIONS, start: np.ndarray | None = None) -> PointFit:
+    """``triangulate_irls``: ``kernels.refine`` from the median start (or ``start``), then RANSAC's
+    rescue for the points whose start broke down."""
+    C, N = obs.score.shape
+    t2 = inlier_px ** 2
+    cutoffs = [inlier_px] * iterations
+    if start is None:
+        cutoffs[0] *= 2
+    fit, n_valid, n_inliers = empty_fit(C, N), np.empty(N, np.int64), np.empty(N, np.int64)
+    kernels.refine(rows_by_camera(cams), cams.Rt, cams.center, column(cams.f), column(cams.fx), column(cams.fy),
+                   obs.x, obs.y, obs.score,
+                   start_from=kernels.START_MEDIAN if start is None else kernels.START_GIVEN,
+                   start=np.empty((0, 3)) if start is None else np.ascontiguousarray(start, np.float64),
+                   pairs=cams.pairs, network=kernels.sorting_network(cams.pairs.shape[1]),
+                   order=np.empty(0, np.int64), n_pairs=0,  # RANSAC's
+                   c2s=np.array([c * c for c in cutoffs]), tukey=np.arange(iterations) < iterations - 1, t2=t2,
+                   points=fit.points, error2=fit.error2, inliers=fit.inliers, n_valid=n_valid, n_inliers=n_inliers)
+    # 2b. RANSAC where the start broke down
+    weak = np.flatnonzero((n_valid >= MIN_CAMERAS) & (np.isnan(fit.points[:, 0]) | (2 * n_inliers < n_valid)))
+    if weak.size:
+        sub = obs[weak]
+        alt = triangulate_ransac_compiled(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
+        better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
+        w = weak[better]
+        fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
+            alt.error2[:, better]
+    return fit
+
+
+def triangulate_ransac_compiled(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
+                                n_pairs: int = N_PAIRS, refits: int = RANSAC_REFITS) -> PointFit:
+    """``triangulate_ransac``: ``kernels.refine`` from MSAC's best pair, DLT where it found no point."""
+    C, N = obs.score.shape
+    t2 = inlier_px ** 2
+    fit, n_valid, n_inliers = empty_fit(C, N), np.empty(N, np.int64), np.empty(N, np.int64)
+    kernels.refine(rows_by_camera(cams), cams.Rt, cams.center, column(cams.f), column(cams.fx), column(cams.fy),
+                   obs.x, obs.y, obs.score, start_from=kernels.START_MSAC, start=np.empty((0, 3)),
+                   pairs=cams.pairs, network=kernels.sorting_network(cams.pairs.shape[1]),  # IRLS's
+                   order=camera_order(C), n_pairs=pairs_per_point(obs.valid.sum(axis=0), n_pairs),
+                   c2s=np.full(refits, t2), tukey=np.zeros(refits, bool), t2=t2,
+                   points=fit.points, error2=fit.error2, inliers=fit.inliers, n_valid=n_valid, n_inliers=n_inliers)
+    fallback = np.flatnonzero(np.isnan(fit.points[:, 0]) & (n_valid >= MIN_CAMERAS))  # every pair near-parallel
+    if fallback.size:
+        dlt = triangulate_dlt_compiled(cams, obs[fallback])
+        fit.points[fallback], fit.inliers[:, fallback], fit.error2[:, fallback] = dlt.points, dlt.inliers, dlt.error2
+    return fit
+
+
+def run_method_compiled(cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
+                        start: np.ndarray | None = None) -> PointFit:
+    """``run_method``."""
+    if method == "dlt":
+        return triangulate_dlt_compiled(cams, obs)
+    if method == "ransac":
+        return triangulate_ransac_compiled(cams, obs, inlier_px)
+    return triangulate_irls_compiled(cams, obs, inlier_px, start=start)
+
+
+def find_swaps_compiled(cams: CameraArrays, obs: Observations, fit: PointFit,
+                        inlier_px: float = INLIER_PX) -> np.ndarray:
+    """``find_swaps``: (F, C) bool."""
+    C, N = obs.score.shape
+    swapped = np.empty((N // N_KEYPOINTS, C), bool)
+    kernels.swaps(rows_by_camera(cams), column(cams.fx), column(cams.fy), obs.x, obs.y, obs.score, fit.points,
+                  fit.error2, inlier_px ** 2, SWAP_MIN_POINTS, swapped)
+    return swapped
+
+
+def inlier_summary_compiled(fit: PointFit) -> tuple[np.ndarray, np.ndarray]:
+    """``inlier_summary``."""
+    N = fit.points.shape[0]
+    error, n = np.empty(N), np.empty(N, np.int64)
+    kernels.summarize(fit.points, fit.inliers, fit.error2, n, error)
+    return error, n
 
 
 # --- the sequence --------------------------------------------------------------------------------
 
-def observations(cams: CameraArrays, keypoints: np.ndarray, min_score: float = 0.0) -> Observations:
-    """keypoints (C, F, 42, 3) [x, y px, score] -> Observations of N = F x 42 points.
+@dataclass(frozen=True)
+class Engine:
+    """How the steps run: the numpy functions (the reference) or the compiled kernels."""
 
-    A detection is an observation where its score is above ``min_score`` (and 0) and its
-    x, y are finite; the others are not used."""
-    C, F = keypoints.shape[:2]
-    kp = keypoints.reshape(C, F * N_KEYPOINTS, 3)  # (C, N, 3)
-    px, py, score = kp[..., 0], kp[..., 1], kp[..., 2]
-    valid = (score > max(min_score, 0.0)) & np.isfinite(px) & np.isfinite(py)  # (C, N)
-    x, y = undistort(cams, np.where(valid, px, 0), np.where(valid, py, 0))
-    return Observations(x, y, np.where(valid, score, 0).astype(np.float64))
+    observations: Callable[[CameraArrays, np.ndarray, float], Observations]  # 1.
+    run_method: Callable[..., PointFit]  # 2.
+    find_swaps: Callable[[CameraArrays, Observations, PointFit, float], np.ndarray]  # 3.
+    inlier_summary: Callable[[PointFit], tuple[np.ndarray, np.ndarray]]  # 4.
+    block_frames: int  # frames per block
+
+
+NUMPY = Engine(observations, run_method, find_swaps, inlier_summary, BLOCK_FRAMES)
+COMPILED = Engine(observations_compiled, run_method_compiled, find_swaps_compiled, inlier_summary_compiled,
+                  COMPILED_BLOCK_FRAMES)
 
 
 def triangulate(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust", inlier_px: float = INLIER_PX,
                 min_score: float = 0.0, fix_swaps: bool = True) -> Triangulation:
     """keypoints (C, F, 42, 3) [x, y px, score] in ``rig``'s C cameras (its order) -> 3D joints."""
+    return triangulate_with(COMPILED, rig, keypoints, method, inlier_px, min_score, fix_swaps)
+
+
+def triangulate_reference(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust",
+                          inlier_px: float = INLIER_PX, min_score: float = 0.0,
+                          fix_swaps: bool = True) -> Triangulation:
+    """``triangulate`` by the numpy functions: what the compiled kernels are tested against."""
+    return triangulate_with(NUMPY, rig, keypoints, method, inlier_px, min_score, fix_swaps)
+
+
+def triangulate_with(engine: Engine, rig: CameraRig, keypoints: np.ndarray, method: Method = "robust",
+                     inlier_px: float = INLIER_PX, min_score: float = 0.0, fix_swaps: bool = True) -> Triangulation:
+    """``triangulate``, the steps run by ``engine``."""
     if method not in METHODS:
         raise ValueError(f"unknown triangulation method {method!r} (one of {', '.join(METHODS)})")
     keypoints = np.asarray(keypoints)
@@ -539,32 +731,27 @@ def triangulate(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust"
     method = ROBUST if method == "robust" else method
     joints = np.full((F * N_KEYPOINTS, 3), np.nan)
     error = np.full(F * N_KEYPOINTS, np.nan)
+    n_cameras = np.zeros(F * N_KEYPOINTS, int)
     inliers = np.zeros((C, F * N_KEYPOINTS), bool)
     swapped = np.zeros((F, C), bool)
-    for f0 in range(0, F, BLOCK_FRAMES):
-        fs, ps = slice(f0, f0 + BLOCK_FRAMES), slice(f0 * N_KEYPOINTS, (f0 + BLOCK_FRAMES) * N_KEYPOINTS)
+    for f0 in range(0, F, engine.block_frames):
+        fs = slice(f0, f0 + engine.block_frames)
+        ps = slice(f0 * N_KEYPOINTS, (f0 + engine.block_frames) * N_KEYPOINTS)
         # 1.
-        obs = observations(cams, keypoints[:, fs], min_score)
+        obs = engine.observations(cams, keypoints[:, fs], min_score)
         # 2.
-        fit = run_method(cams, obs, method, inlier_px)
+        fit = engine.run_method(cams, obs, method, inlier_px)
         # 3.
         if fix_swaps:
-            swapped[fs] = find_swaps(cams, obs, fit, inlier_px)
+            swapped[fs] = engine.find_swaps(cams, obs, fit, inlier_px)
             frames = np.flatnonzero(swapped[fs].any(axis=1))
             if frames.size:
-                obs = exchange_hands(obs, swapped[fs])
-                rows = (frames[:, None] * N_KEYPOINTS + np.arange(N_KEYPOINTS)).ravel()  # (frames x 42,)
-                again = run_method(cams, obs[rows], method, inlier_px, start=fit.points[rows])
-                fit.points[rows], fit.inliers[:, rows], fit.error2[:, rows] = again.points, again.inliers, again.error2
+                again = engine.run_method(cams, exchange_hands(obs.frames(frames), swapped[fs][frames]), method,
+                                          inlier_px, start=fit.frame_points(frames))
+                fit.put_frames(frames, again)
         # 4.
-        X, inl = fit.points, fit.inliers
-        n = inl.sum(axis=0)  # (n,)
-        few = n < MIN_CAMERAS
-        X[few], inl[:, few] = np.nan, False
-        d = np.sqrt(np.where(inl, fit.error2, 0.0))  # (C, n) px
-        error[ps] = np.where(few, np.nan, d.sum(axis=0) / np.maximum(n, 1))
-        joints[ps], inliers[:, ps] = X, inl
-    n_cameras = inliers.sum(axis=0)
+        error[ps], n_cameras[ps] = engine.inlier_summary(fit)
+        joints[ps], inliers[:, ps] = fit.points, fit.inliers
     return Triangulation(
         joints=joints.reshape(F, N_KEYPOINTS, 3),
         reproj_error=error.reshape(F, N_KEYPOINTS),

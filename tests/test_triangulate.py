@@ -9,7 +9,9 @@ from data_schemas.calibration import Camera, read_calibration, write_calibration
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
 from data_schemas.validate import validate_path
-from fitting.triangulate import METHODS, ROBUST, camera_arrays, triangulate, undistort
+from fitting import triangulate as tri
+from fitting.triangulate import METHODS, ROBUST, camera_arrays, triangulate, triangulate_reference, undistort
+from fitting.triangulate_kernels import lower_median, smallest_eigenvector, sorting_network
 from fitting.triangulate_stage import TriangulateConfig, triangulate_session
 from tests.factories import make_rig
 
@@ -138,6 +140,150 @@ def test_bad_arguments(scene):
         triangulate(rig, kp, "svd")
     with pytest.raises(ValueError, match=r"keypoints have shape \(7, 5, 42, 3\), expected \(8, F, 42, 3\)"):
         triangulate(rig, kp[1:])
+
+
+# --- the compiled kernels against the numpy statement ------------------------------------------
+
+def messy_keypoints(rig, n_frames: int, seed: int) -> np.ndarray:
+    """(C, F, 42, 3) float32: two hands seen with 0.5 px noise, scores 0.3-1, 10 % of detections missing,
+    25 % moved 20-300 px, 5 % of the views with the hands exchanged."""
+    rng = np.random.default_rng(seed)
+    kp = keypoints_of(rig, two_hands(n_frames, seed))
+    kp[..., :2] += rng.normal(0, 0.5, kp[..., :2].shape)
+    kp[..., 2] = rng.uniform(0.3, 1.0, kp.shape[:3])
+    moved = rng.random(kp.shape[:3]) < 0.25
+    kp[..., :2] += moved[..., None] * rng.choice([-1, 1], kp[..., :2].shape) * rng.uniform(20, 300, kp[..., :2].shape)
+    kp[rng.random(kp.shape[:3]) < 0.1] = [np.nan, np.nan, 0.0]
+    swapped = rng.random(kp.shape[:2]) < 0.05  # (C, F)
+    kp[swapped] = np.concatenate([kp[swapped][:, 21:], kp[swapped][:, :21]], axis=1)
+    return kp.astype(np.float32)
+
+
+def assert_same_fit(fast: tri.PointFit, ref: tri.PointFit) -> None:
+    np.testing.assert_allclose(fast.points, ref.points, rtol=0, atol=1e-9)  # NaN where NaN
+    assert (fast.inliers == ref.inliers).all()
+    seen = np.isfinite(ref.error2)
+    assert (np.isfinite(fast.error2) == seen).all()
+    np.testing.assert_allclose(fast.error2[seen], ref.error2[seen], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_cameras, seed", [(8, 3), (16, 4)])
+def test_compiled_triangulation_equals_the_numpy_reference(n_cameras, seed):
+    rig = make_rig(n_cameras, seed=1)
+    kp = messy_keypoints(rig, 6, seed)  # 6 frames: one block for both
+    for method in METHODS:
+        fast, ref = triangulate(rig, kp, method), triangulate_reference(rig, kp, method)
+        # the undistortions differ by float32's resolution (stopped per chunk): < 0.1 um (DLT with outliers),
+        # < 1e-5 px or 1e-6 of the error
+        np.testing.assert_allclose(fast.joints, ref.joints, rtol=0, atol=1e-7, err_msg=method)
+        assert (fast.inliers == ref.inliers).all() and (fast.n_cameras == ref.n_cameras).all(), method
+        assert (fast.swapped == ref.swapped).all() and fast.method == ref.method, method
+        np.testing.assert_allclose(fast.reproj_error, ref.reproj_error, rtol=1e-6, atol=1e-5, err_msg=method)
+        if method != "dlt":  # the data exercise what they should
+            assert ref.swapped.any() and (ref.n_cameras < n_cameras - 2).any() and np.isfinite(ref.joints).mean() > 0.9
+
+
+def test_compiled_steps_equal_the_numpy_steps():
+    rig = make_rig(12, seed=1)
+    cams = camera_arrays(rig)
+    kp = messy_keypoints(rig, 6, 5)
+    obs = tri.observations(cams, kp)
+    fast_obs = tri.observations_compiled(cams, kp)
+    np.testing.assert_array_equal(fast_obs.score, obs.score)
+    np.testing.assert_allclose(fast_obs.x, obs.x, rtol=0, atol=2e-7)  # float32 undistortion, stopped per chunk
+    np.testing.assert_allclose(fast_obs.y, obs.y, rtol=0, atol=2e-7)
+    assert_same_fit(tri.triangulate_dlt_compiled(cams, obs), tri.triangulate_dlt(cams, obs))
+    assert_same_fit(tri.triangulate_ransac_compiled(cams, obs), tri.triangulate_ransac(cams, obs))
+    assert_same_fit(tri.triangulate_ransac_compiled(cams, obs, n_pairs=48),  # disjoint pairs for none
+                    tri.triangulate_ransac(cams, obs, n_pairs=48))
+    fit = tri.triangulate_irls(cams, obs)
+    assert_same_fit(tri.triangulate_irls_compiled(cams, obs), fit)
+    start = fit.points + 0.01  # 1 cm off
+    start[:5] = np.nan  # stay lost
+    assert_same_fit(tri.triangulate_irls_compiled(cams, obs, start=start), tri.triangulate_irls(cams, obs, start=start))
+    # a start that breaks down for a third of the points: the RANSAC rescue
+    bad = fit.points.copy()
+    bad[::3] += 0.5
+    rescued = tri.triangulate_irls_compiled(cams, obs, iterations=1, start=bad)
+    assert_same_fit(rescued, tri.triangulate_irls(cams, obs, iterations=1, start=bad))
+    assert np.nanmax(np.abs(rescued.points - fit.points)) < 0.01
+    swapped = tri.find_swaps(cams, obs, fit)
+    assert swapped.any() and (tri.find_swaps_compiled(cams, obs, fit) == swapped).all()
+    shifted = fit.points + np.random.default_rng(0).normal(0, 0.02, fit.points.shape)  # 2 cm off
+    shifted_fit = tri.PointFit(shifted, fit.inliers, tri.errors_px(cams, obs, shifted)[0])
+    for other in (tri.triangulate_dlt(cams, obs), shifted_fit):
+        for px in (3.0, 10.0, 30.0, 100.0, 300.0):  # most views candidates, medians on either side of the threshold
+            assert (tri.find_swaps_compiled(cams, obs, other, px) == tri.find_swaps(cams, obs, other, px)).all(), px
+    fit.inliers[:, ::7] &= np.arange(12)[:, None] < 1  # a point with one inlier: dropped
+    fast_fit = tri.PointFit(fit.points.copy(), fit.inliers.copy(), fit.error2.copy())
+    (fast_error, fast_n), (error, n) = tri.inlier_summary_compiled(fast_fit), tri.inlier_summary(fit)
+    assert (fast_n == n).all() and (n[::7] == 0).all() and np.isnan(fit.points[::7]).all()
+    np.testing.assert_array_equal(fast_error, error)
+    assert_same_fit(fast_fit, fit)
+
+
+def test_compiled_swap_test_on_the_median_itself(scene):
+    """A swapped view half of whose 42 detections are also far off: exactly half the exchanged errors
+    are small, and the lower median is one of them."""
+    rig, X, kp = scene
+    kp = kp.copy()
+    kp[3, 1] = np.concatenate([kp[3, 1, 21:], kp[3, 1, :21]])
+    kp[3, 1, :21, :2] += 200
+    cams = camera_arrays(rig)
+    obs = tri.observations(cams, kp)
+    fit = tri.triangulate_irls(cams, obs)
+    swapped = tri.find_swaps(cams, obs, fit)
+    assert swapped[1, 3] and swapped.sum() == 1
+    assert (tri.find_swaps_compiled(cams, obs, fit) == swapped).all()
+
+
+def test_compiled_blocks_equal_one_block():
+    """A sequence longer than a block goes through in blocks; the result does not depend on them."""
+    rig = make_rig(8, seed=1)
+    kp = messy_keypoints(rig, 20, 6)
+    whole = triangulate(rig, kp)
+    engine = tri.Engine(tri.observations_compiled, tri.run_method_compiled, tri.find_swaps_compiled,
+                        tri.inlier_summary_compiled, block_frames=3)
+    blocks = tri.triangulate_with(engine, rig, kp)
+    np.testing.assert_allclose(blocks.joints, whole.joints, rtol=0, atol=1e-9)
+    assert (blocks.inliers == whole.inliers).all() and (blocks.swapped == whole.swapped).all()
+
+
+def test_sorting_network_sorts():
+    rng = np.random.default_rng(0)
+    for n in range(1, 49):
+        v = rng.integers(0, 4, (300, n)).astype(float)
+        if n <= 16:  # 0-1 principle: a network that sorts every 0/1 input sorts every input
+            v = np.concatenate([v, (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1])
+        for i, j in sorting_network(n):
+            v[:, i], v[:, j] = np.minimum(v[:, i], v[:, j]), np.maximum(v[:, i], v[:, j])
+        assert (np.diff(v, axis=1) >= 0).all(), n
+    assert len(sorting_network(16)) == 63
+
+
+def test_lower_median_is_nan_median():
+    rng = np.random.default_rng(0)
+    for t in range(2000):
+        n = rng.integers(1, 45)
+        v = rng.integers(0, 5, n).astype(float) if t % 2 else rng.normal(size=n)  # ties, or none
+        v[rng.random(n) < 0.2] = np.nan
+        expected = tri.nan_median(v[None], axis=1)[0]
+        got = lower_median(v.copy(), n)
+        assert got == expected or np.isnan(got) and np.isnan(expected), v
+
+
+def test_smallest_eigenvector():
+    rng = np.random.default_rng(0)
+    for rank in (4, 3, 2):  # rank 3: the exact DLT of two views
+        B = rng.normal(size=(4, rank))
+        A = B @ B.T + (1e-9 * np.eye(4) if rank == 4 else 0)
+        expected = np.linalg.eigh(A)[1][:, 0]
+        v = smallest_eigenvector(A.copy(), np.empty((4, 4)))
+        assert abs(np.linalg.norm(v) - 1) < 1e-12, rank
+        if rank > 2:
+            assert abs(abs(v @ expected) - 1) < 1e-12, rank
+        else:  # any vector of the null space
+            assert np.linalg.norm(A @ v) < 1e-12, rank
 
 
 # --- the stage ---------------------------------------------------------------------------------
