@@ -53,7 +53,7 @@ PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly ri
 class FitOptions:
     """MANO fitting: weights, scales and iteration budgets."""
 
-    lm_iterations: int = 10
+    lm_iterations: int = 15
     """Levenberg-Marquardt iterations of the per-frame pose stage."""
     restarts: int = 2
     """Rounds of restarting poorly fitted frames from their neighbours' solutions (forward, backward)."""
