@@ -19,6 +19,13 @@ Last line: ``detection backend=<b> images_per_s=<r> detected=<fraction> px_err=<
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
+# the `fitting` package: look past it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import dataclasses
 import tempfile

@@ -16,6 +16,13 @@ Last line: ``studio_detection views=<n> eligible=<n> rate=<r> median_err_px=<e>`
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
+# the `fitting` package: look past it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import tempfile
 from pathlib import Path

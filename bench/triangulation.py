@@ -29,6 +29,13 @@ aniposelib_mpjpe; under outliers the robust mode beats aniposelib's error and is
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
+# the `fitting` package: look past it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import sys
 import time
 from pathlib import Path
 
