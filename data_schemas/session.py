@@ -254,6 +254,16 @@ class Session:
             return []
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def select_sequences(self, names: list[str], stage: str) -> list[str]:
+        """``names`` (empty: every sequence), each checked to exist; SchemaError names the first missing one."""
+        names = list(names) or self.sequences
+        unknown = [s for s in names if s not in self.sequences]
+        if unknown:
+            raise SchemaError(self.path(SEQUENCE_DIR, seq=unknown[0]), "sequence folder not found")
+        if not names:
+            raise SchemaError(self.root / SEQUENCES, f"no sequences to {stage}")
+        return names
+
     def video(self, folder: Path, camera: str) -> Path | None:
         for ext in VIDEO_EXTENSIONS:
             p = folder / f"{camera}{ext}"

@@ -27,7 +27,7 @@ from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
 from data_schemas.keypoints2d import read_keypoints2d
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, SEQUENCE_DIR, Session
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, Session
 from fitting.triangulate import INLIER_PX, triangulate
 
 LOG = logging.getLogger("handdiffuse")
@@ -86,12 +86,7 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
     if not (np.isfinite(cfg.inlier_px) and cfg.inlier_px > 0):
         raise SchemaError(root, f"triangulate needs --inlier-px > 0, got {cfg.inlier_px}")
     session = Session.open(root)
-    names = cfg.sequences or session.sequences
-    unknown = [s for s in names if s not in session.sequences]
-    if unknown:
-        raise SchemaError(session.path(SEQUENCE_DIR, seq=unknown[0]), "sequence folder not found")
-    if not names:
-        raise SchemaError(session.root / "sequences", "no sequences to triangulate")
+    names = session.select_sequences(cfg.sequences, "triangulate")
     calibration = session.root / CALIBRATION_TOML
     if not calibration.is_file():
         raise SchemaError(calibration, "file not found; run `handdiffuse calibrate` first")

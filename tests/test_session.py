@@ -74,3 +74,18 @@ def test_session_folder_missing(tmp_path):
     with pytest.raises(SchemaError) as e:
         Session.open(tmp_path / "nope")
     assert str(e.value) == f"{tmp_path / 'nope'}: session folder not found"
+
+
+def test_select_sequences(tmp_path):
+    make_session(tmp_path)
+    s = Session.open(tmp_path)
+    with pytest.raises(SchemaError) as e:
+        s.select_sequences([], "detect")
+    assert str(e.value) == f"{tmp_path}/sequences: no sequences to detect"
+    for seq in ("seq001", "seq000"):
+        (tmp_path / "sequences" / seq).mkdir(parents=True)
+    assert s.select_sequences([], "fit") == ["seq000", "seq001"]
+    assert s.select_sequences(["seq001"], "fit") == ["seq001"]
+    with pytest.raises(SchemaError) as e:
+        s.select_sequences(["seq001", "nope"], "fit")
+    assert str(e.value) == f"{tmp_path}/sequences/nope: sequence folder not found"

@@ -251,12 +251,7 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
     if cfg.batch < 1 or cfg.chunk_frames < 1:
         raise SchemaError(root, "detect needs --batch >= 1 and --chunk-frames >= 1")
     session = Session.open(root)
-    names = cfg.sequences or session.sequences
-    unknown = [s for s in names if s not in session.sequences]
-    if unknown:
-        raise SchemaError(session.path(SEQUENCE_DIR, seq=unknown[0]), "sequence folder not found")
-    if not names:
-        raise SchemaError(session.root / "sequences", "no sequences to detect")
+    names = session.select_sequences(cfg.sequences, "detect")
     with make_detector(cfg) as probe:  # fails here, once, on missing weights or a bad config
         detector_name = probe.name
     summaries = []
