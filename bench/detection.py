@@ -124,18 +124,18 @@ def main() -> None:
         total.add(seq_total)
         category = session.config.sequences.get(s.name, {}).get("category", "")
         print(f"{s.name:<10} {category:<22} {seq_total.eligible:8d} {seq_total.rate:6.3f} {seq_total.swapped:7d} "
-              f"{seq_total.median_px:9.2f} {seq_total.mean_px:8.2f}")
+              f"{seq_total.median_error_px:9.2f} {seq_total.mean_error_px:8.2f}")
     print(f"\n{'camera':<10} {'eligible':>8} {'rate':>6} {'swapped':>7} {'median_px':>9} {'mean_px':>8}")
     for cam, score in per_camera.items():
-        print(f"{cam:<10} {score.eligible:8d} {score.rate:6.3f} {score.swapped:7d} {score.median_px:9.2f} "
-              f"{score.mean_px:8.2f}")
+        print(f"{cam:<10} {score.eligible:8d} {score.rate:6.3f} {score.swapped:7d} {score.median_error_px:9.2f} "
+              f"{score.mean_error_px:8.2f}")
     if args.backend == "mediapipe" and not args.no_ablation:
         print("\nhow the side of a hand is decided (same frames, one more detector pass):")
         for way, score in side_ablation(root, [s.name for s in summaries]).items():
             print(f"  {way:<34} rate={score.rate:.3f} swapped={score.swapped} of {score.eligible}")
     print(f"\nstage: {images} images in {seconds:.1f} s with {args.workers} workers")
     print(f"detection backend={args.backend} images_per_s={images / seconds:.1f} detected={total.rate:.3f} "
-          f"px_err={total.median_px:.2f}")
+          f"px_err={total.median_error_px:.2f}")
     tmp.cleanup()
 
 

@@ -76,7 +76,7 @@ def detect(cfg: DemoConfig) -> str:
             total.add(score)
     images = sum(s.cameras * s.frames for s in summaries)
     return (f"{images} images; vs truth: detected {100 * total.rate:.1f}% of clear hand views, median error "
-            f"{total.median_px:.1f} px at 512 px, {total.swapped} given the wrong side")
+            f"{total.median_error_px:.1f} px at 512 px, {total.swapped} given the wrong side")
 
 
 def to_truth_frame(cfg: DemoConfig):

@@ -12,40 +12,29 @@ image height of ``REFERENCE_HEIGHT`` px.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from capture.studio.detector_check import REFERENCE_HEIGHT, DetectorScore
 from data_schemas.keypoints2d import Keypoints2D
-
-REFERENCE_HEIGHT = 512
 
 
 @dataclass
-class DetectionScore:
-    eligible: int = 0
-    detected: int = 0
+class DetectionScore(DetectorScore):
+    """The studio's detector score (eligible, detected, errors at 512 px) plus the hands found
+    only in the other side's row."""
+
     swapped: int = 0
-    errors_px: list[float] = field(default_factory=list)  # per detected eligible hand, at 512 px height
 
     @property
-    def rate(self) -> float:
-        return self.detected / max(self.eligible, 1)
-
-    @property
-    def median_px(self) -> float:
-        return float(np.median(self.errors_px)) if self.errors_px else float("nan")
-
-    @property
-    def mean_px(self) -> float:
+    def mean_error_px(self) -> float:
         return float(np.mean(self.errors_px)) if self.errors_px else float("nan")
 
     def add(self, other: "DetectionScore") -> None:
-        self.eligible += other.eligible
-        self.detected += other.detected
+        super().add(other)
         self.swapped += other.swapped
-        self.errors_px += other.errors_px
 
 
 def load_views(path: Path) -> dict[str, np.ndarray] | None:
