@@ -11,7 +11,7 @@ Energy (sums over a frame's joints, averaged over frames; ``energy`` in ``_optim
       + w2d   sum_cj c_cj rho(|pi_c(J_j) - x_cj|^2 / s2d_c^2) / n_c    2D reprojection, every camera
       + wlim  sum relu(angle outside the joint limits)^2               pose prior (hand model)
       + wvel  sum rho(|J_t - J_t-1|^2 / svel^2) + wacc sum rho(|J_t+1 - 2 J_t + J_t-1|^2 / sacc^2)
-      + wpen  sum relu(depth of a surface point inside the other hand)^2 / spen^2   (stage 4)
+      + wpen  sum relu(depth of a surface point inside the other hand - allowance)^2 / spen^2  (stage 4)
 
 v_j: the joint was triangulated; c_cj: detection score; n_c: views per joint (so a
 joint counts once, as in 3D); rho(u) = u / (1 + u) (Geman-McClure: outlier detections
@@ -26,12 +26,20 @@ Stages, each with a fixed iteration budget:
    the five finger bases) to the triangulated palm; frames without a palm take the
    nearest frame's (warm start), and one chunk's last frame starts the next chunk
 3. pose: (a) per frame and hand, Levenberg-Marquardt on the 3D joints and the joint
-   limits with a closed-form Jacobian (``lm_pose``); frames left in a poor minimum
-   restart from their neighbours' solutions; (b) all frames together, L-BFGS (strong
-   Wolfe) on every term but penetration
-4. contact: frames whose hands interpenetrate (joints within ``contact_distance`` and
-   a surface point behind the other hand) get a few L-BFGS iterations with the
-   penetration term on a subset of the surface (``surface_points`` per hand)
+   limits with a closed-form Jacobian (``lm_pose``), both hands and all frames in one
+   batch, coarse to fine in time: every 8th frame from a flat hand, then the frames
+   between from their solved neighbours (the warm start), each problem stopping on its
+   own; frames left in a poor minimum restart from their neighbours' solutions; (b) all
+   frames together, L-BFGS (strong Wolfe) on every term but penetration
+4. contact: frames whose hands interpenetrate beyond ``penetration_allowance`` (joints
+   within ``contact_distance`` and a surface point deeper behind the other hand) get a few
+   L-BFGS iterations with the penetration term on a subset of the surface
+   (``surface_points`` per hand); only their parameters move.
+
+A hand without a triangulated palm in a frame (seen by fewer than 2 cameras) is not fitted:
+its parameters are interpolated between the nearest frames where it is (``fill_between``),
+and the quality rule flags it (no data). Its 2D and temporal terms alone are bounded and
+could slide it along a camera ray without end.
 """
 
 from __future__ import annotations
@@ -54,10 +62,15 @@ class FitOptions:
     """MANO fitting: weights, scales and iteration budgets."""
 
     lm_iterations: int = 15
-    """Levenberg-Marquardt iterations of the per-frame pose stage."""
-    restarts: int = 2
-    """Rounds of restarting poorly fitted frames from their neighbours' solutions (forward, backward)."""
-    pose_iterations: int = 10
+    """Levenberg-Marquardt iterations of the per-frame pose stage (at most)."""
+    lm_strides: tuple[int, ...] = (8, 4, 2, 1)
+    """LM coarse to fine: the first stride's frames start cold, each next stride's from the solved
+    neighbours (each stride half the one before, ending with 1); (1,): every frame cold."""
+    lm_tolerance: float = 1e-4
+    """A frame's LM stops once an accepted step lowers its cost by less than this fraction."""
+    restarts: int = 1
+    """Rounds of restarting poorly fitted frames from their neighbours' solutions (previous and next at once)."""
+    pose_iterations: int = 5
     """L-BFGS iterations of the pose stage with every term (per chunk)."""
     contact_iterations: int = 5
     """L-BFGS iterations of the contact stage (frames where the hands touch)."""
@@ -85,14 +98,22 @@ class FitOptions:
     """Shape stage: weight keeping the two hands' bone lengths alike (one subject)."""
     w_penetration: float = 1.0
     """Weight of interpenetration (contact stage)."""
-    sigma_penetration: float = 0.002
+    sigma_penetration: float = 0.001
     """Scale of penetration depth, metres."""
-    surface_points: int = 400
+    penetration_allowance: float = 0.002
+    """Depth (m) the penetration term lets pass: touching hands press into each other's skin,
+    which a rigid mesh shows as overlap (the studio's contacts press 1.5 mm); deeper is penalised."""
+    surface_points: int = 200
     """Surface points per hand in the penetration term."""
     contact_distance: float = 0.02
     """Frames whose hands' joints come closer than this (m) get the contact stage."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda"."""
+
+    def __post_init__(self):
+        s = tuple(self.lm_strides)
+        if not s or s[-1] != 1 or any(a != 2 * b for a, b in zip(s, s[1:])):
+            raise ValueError(f"lm_strides must halve down to 1, like (8, 4, 2, 1); got {s}")
 
 
 @dataclass
@@ -167,14 +188,19 @@ def fit_shape(layer: JointsLayer, joints3d: np.ndarray, symmetry: float = 1.0, i
     dev = layer.j_template.device
     have = torch.as_tensor(np.isfinite(target), device=dev)
     target_t = torch.as_tensor(np.nan_to_num(target), dtype=torch.float32, device=dev)
+    # the flat hand's joints are affine in betas (no rotation, no pose correctives): rest = A0 + dA . betas,
+    # read off the layer once, so the iterations below are a few small tensor operations each
+    with torch.no_grad():
+        unit = torch.cat([torch.zeros(1, 10), torch.eye(10)]).to(dev)[:, None].expand(-1, 2, -1)  # (11, 2, 10)
+        zeros = torch.zeros(11, 2, 3, device=dev)
+        rest = layer(zeros, torch.zeros(11, 2, 45, device=dev), unit, zeros)  # (11, 2, 21, 3)
+        A0, dA = rest[0], (rest[1:] - rest[:1]).permute(1, 2, 3, 0)  # (2, 21, 3), (2, 21, 3, 10)
     betas = torch.zeros(2, 10, device=dev, requires_grad=True)
-    zeros = torch.zeros(1, 2, 3, device=dev)
-    pose0 = torch.zeros(1, 2, 45, device=dev)
     opt = torch.optim.LBFGS([betas], max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        rest = layer(zeros, pose0, betas, zeros)[0]  # (2, 21, 3)
+        rest = A0 + (dA * betas[:, None, None]).sum(-1)  # (2, 21, 3)
         bones = torch.linalg.norm(rest[:, children] - rest[:, parents], dim=-1)  # (2, 20)
         rel = (bones - target_t) / target_t.clamp(min=1e-3)
         loss = (rel[have] ** 2).sum() + symmetry * ((bones[0] - bones[1]) / bones.detach().mean()).pow(2).sum() \
@@ -285,22 +311,30 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     # 3a. per frame Levenberg-Marquardt on the 3D joints and the limits: frames are independent here
     orient, pose, transl = lm_pose(model, layer, betas, X, v, T(orient), T(pose), T(transl), opts)
     go, hp, tr = (a.detach().clone().requires_grad_(True) for a in (orient, pose, transl))
+    # A hand without a triangulated palm stays as lm_pose filled it in: its 2D and temporal terms
+    # alone are robust (bounded), and sliding it along a camera ray far away can lower them.
+    held = (v[:, :, PALM].sum(-1) < 3)[..., None].to(v.dtype)  # (B, 2, 1)
 
-    def energy(J: torch.Tensor) -> torch.Tensor:
-        """Every term a sum over a frame's joints, averaged over the frames."""
-        e = opts.w3d * (v * ((J - X) ** 2).sum(-1)).sum() / opts.sigma_3d ** 2
+    def energy(J: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Every term a sum over a frame's joints, divided by the chunk's frame count. J holds the
+        frames ``idx`` (sorted; None: all); the temporal terms take the consecutive ones among them."""
+        Xs, vs = (X, v) if idx is None else (X[idx], v[idx])
+        e = opts.w3d * (vs * ((J - Xs) ** 2).sum(-1)).sum() / opts.sigma_3d ** 2
         if keypoints is not None:
-            r = ((rig.project(J) - x2d) ** 2).sum(-1) / s2d ** 2  # (C, B, 2, 21)
+            xs, cs = (x2d, c2d) if idx is None else (x2d[:, idx], c2d[:, idx])
+            r = ((rig.project(J) - xs) ** 2).sum(-1) / s2d ** 2  # (C, K, 2, 21)
             views_per_joint = n2d / (B * 2 * N_HAND_JOINTS)  # so a joint counts once, as in 3D
-            e = e + opts.w2d * (c2d * r / (1 + r)).sum() / views_per_joint
-        e = e + opts.w_limits * (model.limit_violation(hp) ** 2).sum()
+            e = e + opts.w2d * (cs * r / (1 + r)).sum() / views_per_joint
         # temporal terms robust too: a broken neighbouring frame must not drag a good one
-        if B > 1:
+        frame = torch.arange(len(J), device=dev) if idx is None else idx
+        if len(J) > 1:
             u = ((J[1:] - J[:-1]) ** 2).sum(-1) / opts.sigma_velocity ** 2
-            e = e + opts.w_velocity * (u / (1 + u)).sum()
-        if B > 2:
+            step = (frame[1:] - frame[:-1] == 1)[:, None, None]
+            e = e + opts.w_velocity * (step * u / (1 + u)).sum()
+        if len(J) > 2:
             u = ((J[2:] - 2 * J[1:-1] + J[:-2]) ** 2).sum(-1) / opts.sigma_acceleration ** 2
-            e = e + opts.w_acceleration * (u / (1 + u)).sum()
+            step = (frame[2:] - frame[:-2] == 2)[:, None, None]
+            e = e + opts.w_acceleration * (step * u / (1 + u)).sum()
         return e / B
 
     # 3b. every term, all frames together
@@ -309,8 +343,10 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
 
     def closure():
         opt.zero_grad()
-        e = energy(layer(go, hp, betas, tr))
+        e = energy(layer(go, hp, betas, tr)) + opts.w_limits * (model.limit_violation(hp) ** 2).sum() / B
         e.backward()
+        for a in (go, hp, tr):
+            a.grad *= 1 - held
         return e
 
     opt.step(closure)
@@ -318,10 +354,12 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     with torch.no_grad():
         J = layer(go, hp, betas, tr)
         gap = torch.cdist(J[:, 0], J[:, 1]).flatten(1).min(1).values  # (B,)
-    close = torch.nonzero(gap < opts.contact_distance).flatten()
+    close = torch.nonzero((gap < opts.contact_distance) & (held.flatten(1).sum(1) == 0)).flatten()
     if len(close) and opts.contact_iterations > 0 and opts.w_penetration > 0:
         _contact(model, layer, betas, go, hp, tr, close, energy, opts)
     with torch.no_grad():
+        for a in (go, hp, tr):  # the held hands follow their neighbours' final values
+            fill_between(a, held[..., 0] == 0)
         J = layer(go, hp, betas, tr)
     return (go.detach().cpu().numpy(), hp.detach().cpu().numpy(), tr.detach().cpu().numpy(),
             J.cpu().numpy())
@@ -375,137 +413,197 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
 
     B = X.shape[0]
     dev, dt = X.device, X.dtype
-    A = torch.as_tensor(_ancestors(), device=dev)  # (21, 16)
+    pj, pk = (torch.as_tensor(i, device=dev) for i in np.nonzero(_ancestors()))  # (P,) pairs: joint k moves j
+    k3 = 3 + 3 * np.arange(15)[:, None, None]  # the 3x3 diagonal blocks of the hand-pose columns
+    block_r, block_c = (torch.as_tensor(np.broadcast_to(i, (15, 3, 3)).ravel(), device=dev)
+                        for i in (k3 + np.arange(3)[:, None], k3 + np.arange(3)[None, :]))
     to_mano = list(OURS_OF_MANO21)
     w_lim = opts.w_limits ** 0.5
     frames = torch.as_tensor(model.frames, dtype=dt, device=dev)  # (15, 3, 3) right hand
     lo, hi = (torch.as_tensor(x * pose_prior.DEG, dtype=dt, device=dev) for x in pose_prior.limits_deg())
-    out = []
-    for h in range(2):
-        mirror = torch.as_tensor(AXIS_ANGLE_MIRROR if h == 0 else np.ones(45), dtype=dt, device=dev).reshape(15, 3)
-        L = frames.transpose(1, 2) * mirror[:, None, :]  # (15, 3, 3): angles_k = L_k theta_k
-        Xh = X[:, h][:, to_mano]  # (B, 21, 3) MANO-21 order
-        wh = (v[:, h][:, to_mano] / opts.sigma_3d)[..., None]  # (B, 21, 1)
+    mirror = torch.as_tensor(np.stack([AXIS_ANGLE_MIRROR, np.ones(45)]), dtype=dt, device=dev).reshape(2, 15, 3)
+    L = frames.transpose(1, 2) * mirror[:, :, None, :]  # (2, 15, 3, 3): angles_k = L_k theta_k, left and right
+    Xm = X[:, :, to_mano]  # (B, 2, 21, 3) MANO-21 order
+    wm = (v[:, :, to_mano] / opts.sigma_3d)[..., None]  # (B, 2, 21, 1)
+    eye = torch.eye(51, dtype=dt, device=dev)
 
-        def residual(theta, Xs, ws):  # (K, 51) -> residuals (K, 63 + 45), joints (K, 21, 3), rotations, angles
-            K = len(theta)
-            o, p, t = theta[:, None, :3], theta[:, None, 3:48], theta[:, None, 48:]
-            J = layer(o, p, betas[h:h + 1], t, hands=slice(h, h + 1))[:, 0][:, to_mano]  # (K, 21, 3) MANO-21
-            angles = torch.einsum("kab,nkb->nka", L, theta[:, 3:48].reshape(K, 15, 3))  # (K, 15, 3)
-            limits = torch.relu(angles - hi) + torch.relu(lo - angles)
-            r = torch.cat([((J - Xs) * ws).reshape(K, -1), w_lim * limits.reshape(K, -1)], dim=1)
-            return r, J, layer.last_rotations[:, 0], angles
+    def residual(theta, Xs, ws):  # (K, 2, 51) -> residuals (K, 2, 63 + 45), joints (K, 2, 21, 3), rotations, angles
+        K = len(theta)
+        J = layer(theta[..., :3], theta[..., 3:48], betas, theta[..., 48:])[:, :, to_mano]  # (K, 2, 21, 3)
+        angles = torch.einsum("hkab,nhkb->nhka", L, theta[..., 3:48].reshape(K, 2, 15, 3))  # (K, 2, 15, 3)
+        limits = torch.relu(angles - hi) + torch.relu(lo - angles)
+        r = torch.cat([((J - Xs) * ws).reshape(K, 2, 63), w_lim * limits.reshape(K, 2, 45)], dim=2)
+        return r, J, layer.last_rotations, angles
 
-        def jacobian(theta, J, G, angles, ws):  # -> (K, 108, 51)
-            B = len(theta)
-            rot = torch.cat([theta[:, :3], theta[:, 3:48]], dim=1).reshape(B, 16, 3)
-            axes = G @ right_jacobian(rot)  # (B, 16, 3, 3): d(world axis) / d theta_k
-            lever = J[:, :, None] - J[:, None, :16]  # (B, 21, 16, 3): p_j - p_k
-            d = -_skew(lever) @ axes[:, None] * A[None, :, :, None, None]  # (B, 21, 16, 3, 3)
-            Jp = d.permute(0, 1, 3, 2, 4).reshape(B, 63, 48)  # rows (j, xyz), cols (k, axis)
-            Jt = torch.eye(3, dtype=dt, device=dev).repeat(21, 1).expand(B, 63, 3)
-            Jp = torch.cat([Jp, Jt], dim=2) * ws.repeat_interleave(3, dim=1)  # (B, 63, 51)
-            active = (angles > hi).to(dt) - (angles < lo).to(dt)  # (B, 15, 3): +1 above, -1 below
-            blocks = w_lim * active[..., None] * L  # (B, 15, 3, 3): joint k's angles by its own theta_k
-            Jl = torch.zeros(B, 15, 3, 15, 3, dtype=dt, device=dev)
-            k = torch.arange(15, device=dev)
-            Jl[:, k, :, k, :] = blocks.transpose(0, 1)  # block diagonal; indexing puts the k axis first
-            Jl = torch.nn.functional.pad(Jl.reshape(B, 45, 45), (3, 3))  # no orientation, translation columns
-            return torch.cat([Jp, Jl], dim=1)
+    def normal_equations(theta, J, G, angles, ws, r):  # -> J^T J (K, 2, 51, 51), J^T r (K, 2, 51)
+        K = len(theta)
+        rot = torch.cat([theta[..., :3], theta[..., 3:48]], dim=2).reshape(K, 2, 16, 3)
+        axes = (G @ right_jacobian(rot))[:, :, pk].transpose(-1, -2)  # (K, 2, P, 3 axis, 3 xyz) of each pair's k
+        lever = J[:, :, pj] - J[:, :, pk]  # (K, 2, P, 3): p_j - p_k
+        d = torch.cross(axes, lever[:, :, :, None].expand_as(axes), dim=-1)  # (K, 2, P, axis, xyz)
+        Jp = torch.zeros(K, 2, 21, 3, 16, 3, dtype=dt, device=dev)
+        Jp[:, :, pj, :, pk, :] = d.permute(2, 0, 1, 4, 3)  # rows (j, xyz), cols (k, axis); the pair axis goes first
+        Jt = torch.eye(3, dtype=dt, device=dev).repeat(21, 1).expand(K, 2, 63, 3)
+        Jp = torch.cat([Jp.reshape(K, 2, 63, 48), Jt], dim=3) * ws.repeat_interleave(3, dim=2)  # (K, 2, 63, 51)
+        H = Jp.transpose(-1, -2) @ Jp
+        g = (Jp.transpose(-1, -2) @ r[..., :63, None])[..., 0]
+        # the limits' rows: block diagonal, joint k's angles by its own theta_k
+        active = (angles > hi).to(dt) - (angles < lo).to(dt)  # (K, 2, 15, 3): +1 above, -1 below
+        blocks = w_lim * active[..., None] * L  # (K, 2, 15, 3, 3)
+        H[:, :, block_r, block_c] += (blocks.transpose(-1, -2) @ blocks).reshape(K, 2, 135)
+        g[..., 3:48] += (blocks.transpose(-1, -2) @ r[..., 63:].reshape(K, 2, 15, 3, 1)).reshape(K, 2, 45)
+        return H, g
 
-        def solve(theta, sel):  # LM on the frames ``sel`` from ``theta`` (K, 51) -> (theta, cost)
-            Xs, ws = Xh[sel], wh[sel]
-            K = len(sel)
-            lam = torch.full((K, 1), 1e-3, dtype=dt, device=dev)
-            r, J, G, angles = residual(theta, Xs, ws)
-            cost = (r ** 2).sum(1)
-            eye = torch.eye(51, dtype=dt, device=dev)
-            for _ in range(opts.lm_iterations):
-                Jm = jacobian(theta, J, G, angles, ws)
-                H = Jm.transpose(1, 2) @ Jm  # (K, 51, 51)
-                g = (Jm.transpose(1, 2) @ r[..., None])[..., 0]  # (K, 51)
-                # damping relative to the curvature, with a floor: directions no joint constrains
-                # (a finger whose joints were not triangulated) must not take huge steps
-                step = torch.linalg.solve(H + lam[..., None] * (H * eye) + 1e-2 * eye, -g)
-                trial = theta + step
-                r_new, J_new, G_new, a_new = residual(trial, Xs, ws)
-                cost_new = (r_new ** 2).sum(1)
-                better = cost_new < cost
-                keep = better[:, None]
-                theta = torch.where(keep, trial, theta)
-                r = torch.where(keep, r_new, r)
-                J = torch.where(keep[..., None], J_new, J)
-                G = torch.where(keep[..., None, None], G_new, G)
-                angles = torch.where(keep[..., None], a_new, angles)
-                cost = torch.where(better, cost_new, cost)
-                lam = torch.where(keep, lam * 0.3, lam * 10).clamp(1e-7, 1e7)
-            return theta, cost
+    def solve(theta, sel, moving):
+        """LM on frames ``sel`` from ``theta`` (K, 2, 51), for the (frame, hand) problems ``moving`` (K, 2)
+        -> (theta, cost (K, 2)). Each problem keeps its own damping and stops on its own."""
+        Xs, ws = Xm[sel], wm[sel]
+        lam = torch.full(moving.shape + (1,), 1e-3, dtype=dt, device=dev)
+        r, J, G, angles = residual(theta, Xs, ws)
+        cost = (r ** 2).sum(-1)
+        done = ~moving
+        for _ in range(opts.lm_iterations):
+            a = torch.nonzero(~done.all(1)).flatten()  # frames with a hand still moving
+            if len(a) == 0:
+                break
+            H, g = normal_equations(theta[a], J[a], G[a], angles[a], ws[a], r[a])
+            # damping relative to the curvature, with a floor: directions no joint constrains
+            # (a finger whose joints were not triangulated) must not take huge steps
+            step = torch.linalg.solve(H + lam[a][..., None] * (H * eye) + 1e-2 * eye, -g)
+            trial = theta[a] + step
+            r_new, J_new, G_new, a_new = residual(trial, Xs[a], ws[a])
+            cost_new = (r_new ** 2).sum(-1)  # (k, 2)
+            better = (cost_new < cost[a]) & ~done[a]
+            keep = better[..., None]
+            theta[a] = torch.where(keep, trial, theta[a])
+            r[a] = torch.where(keep, r_new, r[a])
+            J[a] = torch.where(keep[..., None], J_new, J[a])
+            G[a] = torch.where(keep[..., None, None], G_new, G[a])
+            angles[a] = torch.where(keep[..., None], a_new, angles[a])
+            done[a] |= better & (cost[a] - cost_new < opts.lm_tolerance * cost[a])
+            cost[a] = torch.where(better, cost_new, cost[a])
+            lam[a] = torch.where(keep, lam[a] * 0.3, lam[a] * 10).clamp(1e-7, 1e7)
+        return theta, cost
 
-        # frames where the hand has no triangulated palm keep their warm start (init_global)
-        palm = (wh[:, [0, 1, 4, 7, 10, 13], 0] > 0).sum(1) >= 3  # MANO-21: wrist, finger bases
-        theta = torch.cat([orient[:, h], pose[:, h], transl[:, h]], dim=1)  # (B, 51)
-        cost = torch.full((B,), float("inf"), dtype=dt, device=dev)
-        fitted = torch.nonzero(palm).flatten()
-        if len(fitted):
-            theta[fitted], cost[fitted] = solve(theta[fitted], fitted)
-        # Restarts: a frame stuck in a poor minimum (cost per joint 4x the sequence's median, joint
-        # limits included) starts again from its neighbours' solutions, forward then backward
-        # through the sequence; the better solution stays.
-        n_valid = (wh[..., 0] > 0).sum(1).clamp(min=1)
-        for shift in (1, -1) * opts.restarts:
-            per_joint = cost / n_valid
-            median = per_joint[palm].median() if palm.any() else per_joint.new_zeros(())
-            stuck = torch.nonzero(palm & (per_joint > torch.clamp(4 * median, min=0.05))).flatten()
-            stuck = stuck[(stuck - shift >= 0) & (stuck - shift < B)]
-            if len(stuck) == 0:
-                continue
-            trial, trial_cost = solve(theta[stuck - shift], stuck)
-            better = trial_cost < cost[stuck]
-            theta[stuck[better]], cost[stuck[better]] = trial[better], trial_cost[better]
-        out.append(theta)
-    theta = torch.stack(out, dim=1)  # (B, 2, 51)
+    # (frame, hand)s without a triangulated palm keep their warm start (init_global)
+    palm = (wm[:, :, [0, 1, 4, 7, 10, 13], 0] > 0).sum(-1) >= 3  # (B, 2) MANO-21: wrist, finger bases
+    theta = torch.cat([orient, pose, transl], dim=2)  # (B, 2, 51)
+    cost = torch.full((B, 2), float("inf"), dtype=dt, device=dev)
+    # Coarse to fine: every 8th frame (opts.lm_strides) from the given start, then the frames half-way
+    # between solved ones (every 4th, 2nd, then the rest), each starting from its two solved neighbours' mean hand
+    # pose (a hand without a palm there does not count) and its own orientation and translation.
+    solved = torch.zeros(B, dtype=torch.bool, device=dev)
+    for stride in opts.lm_strides:
+        f = torch.arange(0, B, stride, device=dev)
+        f = f[~solved[f] & palm[f].any(1)]
+        solved[torch.arange(0, B, stride, device=dev)] = True
+        if len(f) == 0:
+            continue
+        start = theta[f].clone()
+        if stride < opts.lm_strides[0]:  # f - stride and f + stride (when inside) were solved before
+            before, after = f - stride, f + stride
+            after = torch.where(after < B, after, before)
+            w0, w1 = (palm[i].to(dt)[..., None] for i in (before, after))  # (k, 2, 1)
+            n = w0 + w1
+            mean = (w0 * theta[before, :, 3:48] + w1 * theta[after, :, 3:48]) / n.clamp(min=1)
+            start[..., 3:48] = torch.where(n > 0, mean, start[..., 3:48])
+        t, c = solve(start, f, palm[f])
+        theta[f] = t
+        cost[f] = torch.where(palm[f], c, cost[f])
+    # Restarts: a (frame, hand) stuck in a poor minimum (cost per joint 4x the sequence's median, joint
+    # limits included) starts again from the previous and from the next frame's solution (both
+    # tried in one batch); the best solution stays. opts.restarts rounds.
+    n_valid = (wm[..., 0] > 0).sum(-1).clamp(min=1)  # (B, 2)
+    for _ in range(opts.restarts):
+        per_joint = cost / n_valid
+        median = per_joint[palm].median() if palm.any() else per_joint.new_zeros(())
+        stuck = palm & (per_joint > torch.clamp(4 * median, min=0.05))  # (B, 2)
+        f = torch.nonzero(stuck.any(1)).flatten()
+        if len(f) == 0:
+            break
+        both = torch.cat([f, f])
+        source = torch.cat([f - 1, f + 1])
+        moving = stuck[both] & (source >= 0)[:, None] & (source < B)[:, None]
+        source = source.clamp(0, B - 1)
+        start = torch.where(moving[..., None], theta[source], theta[both])
+        trial, trial_cost = solve(start, both, moving)
+        trial_cost = torch.where(moving, trial_cost, torch.full_like(trial_cost, float("inf")))
+        pick = trial_cost[len(f):] < trial_cost[:len(f)]  # (k, 2): the next frame's start did better
+        best_theta = torch.where(pick[..., None], trial[len(f):], trial[:len(f)])
+        best_cost = torch.where(pick, trial_cost[len(f):], trial_cost[:len(f)])
+        better = best_cost < cost[f]
+        theta[f] = torch.where(better[..., None], best_theta, theta[f])
+        cost[f] = torch.where(better, best_cost, cost[f])
+    fill_between(theta, palm)
     return theta[..., :3], theta[..., 3:48], theta[..., 48:]
 
 
+def fill_between(theta: torch.Tensor, known: torch.Tensor) -> None:
+    """In place: theta (B, 2, n) of the (frame, hand)s not ``known`` (B, 2) interpolated linearly
+    between the nearest known frames (the nearest one past the ends): the stand-in for a hand
+    without a triangulated palm, which the quality rule flags as having no data."""
+    for h in range(2):
+        ok, miss = torch.nonzero(known[:, h]).flatten(), torch.nonzero(~known[:, h]).flatten()
+        if len(ok) == 0 or len(miss) == 0:
+            continue
+        i = torch.searchsorted(ok, miss)
+        before, after = ok[(i - 1).clamp(min=0)], ok[i.clamp(max=len(ok) - 1)]
+        w = ((miss - before) / (after - before).clamp(min=1)).clamp(0, 1).to(theta.dtype)[:, None]
+        theta[miss, h] = (1 - w) * theta[before, h] + w * theta[after, h]
+
+
 def _contact(model, layer, betas, go, hp, tr, close, energy, opts: FitOptions) -> None:
-    """A few iterations on all frames with the penetration term added for the ``close`` ones."""
+    """A few iterations on the frames that interpenetrate, with the penetration term added: only
+    their parameters move; their two neighbours each side stay fixed and hold the temporal terms."""
     surface = JointsLayer(model, surface_points=opts.surface_points).to(go.device)
     with torch.no_grad():  # only frames that interpenetrate now take part
         points, normals = surface.surface(go[close], hp[close], betas, tr[close])
-        depth = torch.stack([penetration_penalty(points[k:k + 1], normals[k:k + 1]) for k in range(len(close))])
-    close = close[depth > 0]
+        depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance, per_frame=True)
+    close = close[depth2 > 0]
     if len(close) == 0:
         return
-    opt = torch.optim.LBFGS([go, hp, tr], max_iter=opts.contact_iterations, line_search_fn="strong_wolfe",
-                            history_size=10)
+    B = go.shape[0]
+    window = torch.unique(torch.clamp(close[:, None] + torch.arange(-2, 3, device=close.device), 0, B - 1))
+    moves = torch.isin(window, close)  # (W,) the frames whose parameters change
+    at = torch.nonzero(moves).flatten()
+    fixed = [a.detach()[window] for a in (go, hp, tr)]
+    free = [a.detach()[close].clone().requires_grad_(True) for a in (go, hp, tr)]
+    opt = torch.optim.LBFGS(free, max_iter=opts.contact_iterations, line_search_fn="strong_wolfe", history_size=10)
 
     def closure():
         opt.zero_grad()
-        e = energy(layer(go, hp, betas, tr))
-        points, normals = surface.surface(go[close], hp[close], betas, tr[close])  # (K, 2, P, 3) each
-        e = e + opts.w_penetration * penetration_penalty(points, normals) / opts.sigma_penetration ** 2 / go.shape[0]
+        o, p, t = (f.index_put((at,), x) for f, x in zip(fixed, free))
+        e = energy(layer(o, p, betas, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
+        points, normals = surface.surface(*free[:2], betas, free[2])  # (K, 2, P, 3) each
+        depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance)
+        e = e + opts.w_penetration * depth2 / opts.sigma_penetration ** 2 / B
         e.backward()
         return e
 
     opt.step(closure)
+    with torch.no_grad():
+        for a, x in zip((go, hp, tr), free):
+            a[close] = x
 
 
-def penetration_penalty(points: torch.Tensor, normals: torch.Tensor, reach: float = 0.01) -> torch.Tensor:
+def penetration_penalty(points: torch.Tensor, normals: torch.Tensor, reach: float = 0.01, allowance: float = 0.0,
+                        per_frame: bool = False) -> torch.Tensor:
     """Sum of squared depths of each hand's surface points behind the other hand's surface.
 
     points, normals (K, 2, P, 3). Depth of a point p of one hand: with q its nearest point of
     the other hand (within ``reach``) and n_q the outward normal there, (q - p) . n_q when
-    positive (p is behind the surface at q). A local, differentiable stand-in for the exact
-    depth (``hand_model.contact``), on a subset of the surface."""
-    total = points.new_zeros(())
+    positive (p is behind the surface at q), less ``allowance``. A local, differentiable stand-in
+    for the exact depth (``hand_model.contact``), on a subset of the surface. ``per_frame``: the
+    (K,) sums instead of their total."""
+    total = points.new_zeros(points.shape[:1])
     for a in range(2):
         p, q, nq = points[:, a], points[:, 1 - a], normals[:, 1 - a]  # (K, P, 3)
         with torch.no_grad():  # which point is nearest: no gradient needed through the search
             dist, idx = torch.cdist(p, q).min(dim=2)  # (K, P)
         at = idx[..., None].expand(-1, -1, 3)
         depth = ((torch.gather(q, 1, at) - p) * torch.gather(nq, 1, at)).sum(-1)  # > 0 inside
-        total = total + (torch.relu(depth) ** 2 * (dist < reach)).sum()
-    return total
+        total = total + (torch.relu(depth - allowance) ** 2 * (dist < reach)).sum(1)
+    return total if per_frame else total.sum()
 
 
 def rotation_matrices(rotvec: np.ndarray) -> np.ndarray:

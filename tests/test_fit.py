@@ -99,7 +99,60 @@ def test_surface_subset_and_penetration_penalty(model):
     assert points.shape == (2, 2, 300, 3) and (points - verts[:, :, ids]).abs().max() < 1e-5
     assert torch.allclose(normals.norm(dim=-1), torch.ones(2, 2, 300), atol=1e-5)
     assert penetration_penalty(points[:1], normals[:1]) == 0
-    assert penetration_penalty(points[1:], normals[1:]) > 0
+    per_frame = penetration_penalty(points, normals, per_frame=True)
+    assert per_frame.shape == (2,) and per_frame[0] == 0 and per_frame[1] > 0
+    assert torch.isclose(per_frame.sum(), penetration_penalty(points, normals))
+    # the allowance lets shallow overlap pass: less penalty, none once it exceeds every depth
+    assert 0 < penetration_penalty(points[1:], normals[1:], allowance=0.002) < per_frame[1]
+    assert penetration_penalty(points[1:], normals[1:], allowance=1.0) == 0
+
+
+def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
+    """A hand with no triangulated palm (seen by too few cameras) is interpolated from the frames
+    either side and stays there: its bounded 2D and temporal terms must not carry it off."""
+    m, joints, rig, kp = motion
+    X = joints.reshape(-1, 42, 3).copy()
+    X[8:11, 21:] = np.nan  # right hand lost for 3 frames
+    kp = kp.copy()
+    kp[2:, 8:11, 21:] = (np.nan, np.nan, 0.0)  # ... seen by 2 cameras only
+    kp[:2, 8:11, 21:, :2] += 150.0  # and wrongly there
+    res = fit_sequence(model, FitInputs(X, kp, rig), FitOptions())
+    for f, w in zip(range(8, 11), (0.25, 0.5, 0.75)):
+        expect = (1 - w) * res.transl[7, 1] + w * res.transl[11, 1]
+        assert np.abs(res.transl[f, 1] - expect).max() < 1e-5
+    assert np.linalg.norm(res.joints[8:11, 1] - joints[8:11, 1], axis=-1).mean() < 0.02
+
+
+def test_contact_stage_resolves_deep_penetration(model):
+    """Triangulated joints that drive the hands 8 mm into each other: the contact stage pushes
+    them back to about the allowance, where the fit without it leaves them deep."""
+    from fitting.hand_model.contact import hand_contact
+
+    m = make_motion("communication", 20, 30.0, 4, model)
+    args = [torch.as_tensor(a) for a in (m.global_orient, m.hand_pose, m.betas, m.transl)]
+    with torch.no_grad():
+        verts = model(*args).vertices.numpy()
+    c = hand_contact(verts, model.faces)
+    f = int(np.argmin(np.where(c.depth > 0, -c.depth, c.distance)))  # the closest (or deepest) frame
+    direction = verts[f, 0].mean(0) - verts[f, 1].mean(0)
+    direction /= np.linalg.norm(direction)
+    push = (c.distance[f] if c.depth[f] == 0 else -c.depth[f]) + 0.008  # to 8 mm deep
+    transl = m.transl.copy()
+    transl[:, 1] += push * direction
+    args[3] = torch.as_tensor(transl)
+    with torch.no_grad():
+        target = model(*args)
+    X = target.joints.numpy().reshape(-1, 42, 3)
+    deep = hand_contact(target.vertices.numpy()[f:f + 1], model.faces).depth[0]
+    assert deep > 0.006
+    depths = {}
+    for iterations in (0, 10):
+        res = fit_sequence(model, FitInputs(X, None, None), FitOptions(contact_iterations=iterations))
+        with torch.no_grad():
+            v = model(*(torch.as_tensor(a[f:f + 1]) for a in (res.global_orient, res.hand_pose)),
+                      torch.as_tensor(res.betas), torch.as_tensor(res.transl[f:f + 1])).vertices.numpy()
+        depths[iterations] = hand_contact(v, model.faces).depth[0]
+    assert depths[0] > 0.005 and depths[10] < depths[0] - 0.002, depths
 
 
 def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
