@@ -1,7 +1,9 @@
 """Check any file of the system (or a whole session folder) and say what is wrong.
 
 Dispatch: a folder with ``session.toml`` -> the session, every stage output in it and the
-ground truth of a synthetic session;
+ground truth of a synthetic session; a folder with ``manifest.parquet`` -> an exported
+dataset: every shard, then the manifest against the shards; ``manifest.parquet`` -> the same
+manifest check;
 ``session.toml``; any other ``.toml`` -> calibration (cross-checked against the
 session's cameras when it lies in a session folder); ``.h5`` -> by its ``format``
 attribute; ``.jsonl`` -> annotation queue.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import h5py
 
-from data_schemas import h5io, joints3d, keypoints2d, mano, shard
+from data_schemas import h5io, joints3d, keypoints2d, mano, manifest, shard
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.queue import read_queue
@@ -76,8 +78,9 @@ def _check_h5(path: Path) -> tuple[str, str]:
 
 
 class _Problems(Exception):
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], kind: str = "shard"):
         self.problems = problems
+        self.kind = kind
 
 
 def _check_file(path: Path) -> tuple[str, str]:
@@ -98,7 +101,42 @@ def _check_file(path: Path) -> tuple[str, str]:
     if path.suffix == ".jsonl":
         items = read_queue(path)
         return "queue", f"{len(items)} queued views of {len({(i.sequence, i.frame) for i in items})} frames"
-    raise SchemaError(path, "unknown file type (expected a session folder, .toml, .h5 or .jsonl)")
+    if path.name == manifest.MANIFEST_NAME:
+        return _check_manifest(path)
+    raise SchemaError(path, "unknown file type (expected a session or dataset folder, .toml, .h5, .jsonl "
+                            f"or {manifest.MANIFEST_NAME})")
+
+
+def _check_manifest(path: Path) -> tuple[str, str]:
+    """The manifest against the shards beside it: each row's shard and group exist, and agree on
+    frames and fps. A shard that does not open is left to its own check, which says why."""
+    df = manifest.read_manifest(path)
+    problems: list[str] = []
+    for name, rows in df.groupby("shard", sort=True):
+        shard_path = path.parent / str(name)
+        if not shard_path.is_file():
+            problems.append(str(SchemaError(path, f"sequence '{rows['name'].iloc[0]}' is in shard '{name}', "
+                                                  "which does not exist")))
+            continue
+        try:
+            reader = shard.ShardReader(shard_path)
+        except SchemaError:
+            continue
+        with reader:
+            for row in rows.itertuples():
+                where = f"sequence '{row.name}' ({name})"
+                if row.group not in reader.file:
+                    problems.append(str(SchemaError(path, f"{where}: no group '{row.group}' in the shard")))
+                elif (n := reader.n_frames(row.group.rsplit("/", 1)[-1])) != row.frames:
+                    problems.append(str(SchemaError(path, f"{where}: {row.frames} frames, the shard holds {n}")))
+                elif abs(reader.fps - row.fps) > 1e-9:
+                    problems.append(str(SchemaError(path, f"{where}: fps {row.fps:g}, the shard's is {reader.fps:g}")))
+    if problems:
+        raise _Problems(problems, "manifest")
+    counts = df["split"].value_counts()
+    splits = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in manifest.SPLITS)
+    return "manifest", (f"{len(df)} sequences in {df['shard'].nunique()} shards, {int(df['frames'].sum())} frames; "
+                        f"{splits}; shards agree")
 
 
 def ground_truth_files(root: Path) -> list[Path]:
@@ -116,6 +154,8 @@ def validate_path(path: str | Path) -> list[ValidationResult]:
     if not path.exists():
         return [ValidationResult(path, "missing", problems=[str(SchemaError(path, "file not found"))])]
     if path.is_dir():
+        if (path / manifest.MANIFEST_NAME).is_file() and not (path / SESSION_TOML).is_file():
+            return validate_export(path)
         if not (path / SESSION_TOML).is_file():
             return [ValidationResult(path, "folder", problems=[str(SchemaError(path, f"no {SESSION_TOML} in this folder"))])]
         files = [path / SESSION_TOML]
@@ -132,6 +172,8 @@ def validate_path(path: str | Path) -> list[ValidationResult]:
             if outputs["queue"]:
                 files.append(path / "annotation" / "queue.jsonl")
             files += [path / "export" / n for n in outputs["export"]]
+            if (path / "export" / manifest.MANIFEST_NAME).is_file():
+                files.append(path / "export" / manifest.MANIFEST_NAME)
             files += ground_truth_files(path)
         return [r for f in files for r in validate_path(f)]
     result = ValidationResult(path, "file")
@@ -140,6 +182,12 @@ def validate_path(path: str | Path) -> list[ValidationResult]:
     except SchemaError as e:
         result.problems.append(str(e))
     except _Problems as p:
-        result.kind = "shard"
+        result.kind = p.kind
         result.problems.extend(p.problems)
     return [result]
+
+
+def validate_export(folder: Path) -> list[ValidationResult]:
+    """An exported dataset: every shard (checksums and contents), then the manifest against them."""
+    shards = sorted(folder.glob("shard-*.h5"))
+    return [r for p in shards + [folder / manifest.MANIFEST_NAME] for r in validate_path(p)]

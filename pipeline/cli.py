@@ -17,6 +17,7 @@ from capture.calibration.stage import CalibrateConfig
 from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
 from fitting.triangulate_stage import TriangulateConfig
+from pipeline.export import ExportCommand
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -232,7 +233,7 @@ STAGES = {
     "report": "Write the session report (report/index.html).",
 }
 IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect,
-                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue}
+                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue, "export": ExportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
