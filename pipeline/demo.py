@@ -135,6 +135,14 @@ def fit(cfg: DemoConfig) -> str:
             "queued for annotation")
 
 
+def export(cfg: DemoConfig) -> str:
+    from pipeline.export import ExportOptions, export_sessions
+
+    s = export_sessions([cfg.session], cfg.session / "export", ExportOptions())
+    return (f"{s.dataset_sequences} sequences, {s.dataset_frames} frames -> {cfg.session / 'export'} "
+            f"({len(s.written)} written, {len(s.skipped_up_to_date)} up to date)")
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -146,7 +154,7 @@ def validate_all(cfg: DemoConfig) -> str:
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
     stages = (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("triangulate", triangulate),
-              ("fit", fit), ("validate", validate_all))
+              ("fit", fit), ("export", export), ("validate", validate_all))
     for name, fn in stages:
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
