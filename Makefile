@@ -17,7 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
 
-.PHONY: help setup test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES)
+.PHONY: help setup test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES) \
+	annotation-status annotate-stop
 
 help:
 	@echo "make setup                 create .venv and install everything (idempotent)"
@@ -25,7 +26,10 @@ help:
 	@echo "make test                  fast tests;   make test-slow: the slow ones"
 	@echo "make validate SESSION=dir  check every file of a session"
 	@echo "make <stage> SESSION=dir   one stage: $(STAGES)"
-	@echo "                           (options through ARGS, e.g. make detect ARGS=--overlay)"
+	@echo "                           (options through ARGS, e.g. make detect ARGS=--overlay);"
+	@echo "                           the stages before it run first where their outputs are missing"
+	@echo "make annotate-stop SESSION=dir    stop that session's Label Studio server"
+	@echo "make annotation-status SESSION=dir  queued / in Label Studio / annotated / merged"
 	@echo "make hand-model            regenerate the bundled open hand model (fitting/hand_model/data)"
 	@echo "make hand-model-render     draw it at rest and in 6 sampled poses -> docs/hand_model.png"
 
@@ -53,11 +57,33 @@ demo: $(STAMP)
 validate: $(STAMP)
 	$(HD) validate $(SESSION)
 
-studio: $(STAMP)
-	$(HD) studio --out $(SESSION) $(ARGS)
+# ARGS go to the stage named on the command line only, not to the stages make runs before it.
+STAGE_ARGS = $(if $(filter $@,$(MAKECMDGOALS)),$(ARGS))
 
-$(filter-out studio,$(STAGES)): $(STAMP)
-	$(HD) $@ $(SESSION) $(ARGS)
+studio: $(STAMP)
+	$(HD) studio --out $(SESSION) $(STAGE_ARGS)
+
+# Each stage needs the ones before it: `make export SESSION=x` runs whichever are missing first
+# (a stage whose outputs are up to date with its inputs says so and does nothing). The default
+# demo session is built by the studio when it does not exist; any other must exist.
+$(SESSION)/session.toml: | $(STAMP)
+	@if [ "$(SESSION)" = "sessions/demo" ]; then $(HD) studio --out $(SESSION); \
+	else echo "error: $(SESSION)/session.toml not found: not a session folder" >&2; exit 1; fi
+
+calibrate: $(SESSION)/session.toml
+detect: calibrate
+triangulate: detect
+fit: triangulate
+queue: fit
+annotate: fit
+merge: $(SESSION)/session.toml
+annotation-status: $(SESSION)/session.toml
+annotate-stop: $(SESSION)/session.toml
+export: fit
+stats: export
+
+$(filter-out studio,$(STAGES)) annotation-status annotate-stop: $(STAMP)
+	$(HD) $@ $(SESSION) $(STAGE_ARGS)
 
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
 hand-model: $(STAMP)
