@@ -40,6 +40,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install -q -e '.[dev]'
+	# label-studio-sdk brings opencv-python-headless: every opencv-* wheel writes cv2/, so put the
+	# contrib build (ChArUco, the detectors' drawing) back on top, at the pinned version
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps \
+		"$$(grep -E '^opencv-contrib-python==' constraints.txt)"
 	touch $@
 
 # pytest exit code 5 means it collected no test: a failure for `test`, fine for `test-slow`.

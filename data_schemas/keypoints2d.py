@@ -9,6 +9,12 @@ HDF5 tree (format ``handdiffuse.keypoints2d``, version 1)::
     frames       (F,)            int64  frame index of each row (after sync offsets)
     keypoints    (C, F, 42, 3)   float32  x, y (px), score in [0, 1]; 42 = left 21 + right 21
                                           (data_schemas.keypoints); x, y NaN where score is 0
+    annotators   (C, F)          str      optional: who placed the view's points ("" = nobody)
+    annotated_at (C, F)          str      optional: when, ISO 8601 UTC ("" = never)
+
+The manual annotation ``sequences/<seq>/keypoints2d_manual.h5`` (``handdiffuse merge``) is
+this format too, with the same cameras and frames as keypoints2d.h5: score 1 where a person
+placed or moved a point, 0 (x, y NaN) elsewhere, and ``annotators`` / ``annotated_at`` per view.
 """
 
 from __future__ import annotations
@@ -37,12 +43,17 @@ class Keypoints2D:
     detector: str
     fps: float
     inputs: str = ""  # what the file was made from; the stage skips work whose inputs are unchanged
+    annotators: np.ndarray | None = None  # (C, F) str, manual files: who placed the view's points ("" nobody)
+    annotated_at: np.ndarray | None = None  # (C, F) str, manual files: when (ISO 8601 UTC; "" never)
 
     def __post_init__(self) -> None:
         self.cameras = [str(c) for c in self.cameras]
         self.image_sizes = np.asarray(self.image_sizes, dtype=np.int32)
         self.frames = np.asarray(self.frames, dtype=np.int64)
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        for k in ("annotators", "annotated_at"):
+            if getattr(self, k) is not None:
+                setattr(self, k, np.asarray(getattr(self, k), dtype=object))
 
     @property
     def found(self) -> np.ndarray:
@@ -66,6 +77,11 @@ class Keypoints2D:
         check_finite(source, "keypoints score", score)
         check_range(source, "keypoints score", score, 0.0, 1.0)
         check_finite(source, "keypoints x, y", self.keypoints[..., :2], where=score > 0, why="where score > 0")
+        if (self.annotators is None) != (self.annotated_at is None):
+            raise SchemaError(source, "'annotators' and 'annotated_at' come together (one is missing)")
+        for k in ("annotators", "annotated_at"):
+            if getattr(self, k) is not None:
+                check_shape(source, k, getattr(self, k), ("C", "F"), dims)
 
 
 def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
@@ -76,6 +92,9 @@ def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
         h5io.write_array(f, "image_sizes", kp.image_sizes, chunk_frames=None)
         h5io.write_array(f, "frames", kp.frames)
         h5io.write_array(f, "keypoints", kp.keypoints, frame_axis=1)
+        for k in ("annotators", "annotated_at"):
+            if getattr(kp, k) is not None:
+                h5io.write_array(f, k, getattr(kp, k), chunk_frames=None)
 
 
 def read_keypoints2d(path: str | Path) -> Keypoints2D:
@@ -88,6 +107,8 @@ def read_keypoints2d(path: str | Path) -> Keypoints2D:
             detector=h5io.attr_str(f, "detector", path),
             fps=h5io.attr_float(f, "fps", path),
             inputs=str(f.attrs.get("inputs", "")),
+            annotators=h5io.read_array(f, "annotators", path) if "annotators" in f else None,
+            annotated_at=h5io.read_array(f, "annotated_at", path) if "annotated_at" in f else None,
         )
     kp.validate(path)
     return kp

@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 import tyro
 
+from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand, MergeCommand
 from capture.calibration.stage import CalibrateConfig
 from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
@@ -223,6 +224,7 @@ STAGES = {
     "fit": "Fit both hands' MANO parameters to the joints and keypoints -> mano.h5.",
     "queue": "Queue the frames whose fit failed for manual 2D annotation -> annotation/queue.jsonl.",
     "annotate": "Start Label Studio and import the queued frames as pre-annotated tasks.",
+    "annotate-stop": "Stop the session's Label Studio server.",
     "merge": "Pull finished annotations, merge them and refit the affected frames.",
     "annotation-status": "Print queued / in Label Studio / annotated / merged counts.",
     "export": "Export fitted sequences as HDF5 shards with a manifest.",
@@ -233,7 +235,9 @@ STAGES = {
     "report": "Write the session report (report/index.html).",
 }
 IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect,
-                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue, "export": ExportCommand}
+                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue, "annotate": AnnotateCommand,
+                                 "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
+                                 "annotation-status": AnnotationStatusCommand, "export": ExportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

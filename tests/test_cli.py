@@ -130,9 +130,15 @@ def test_detect_missing_session_folder():
 
 
 def test_planned_stage_says_so():
-    r = hd("annotate", "somewhere")
+    r = hd("train", "somewhere")
     assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse annotate` is not available in handdiffuse 0.1.0 yet"
+    assert r.stderr.strip() == "error: `handdiffuse train` is not available in handdiffuse 0.1.0 yet"
+
+
+@pytest.mark.parametrize("stage", ["annotate", "merge", "annotation-status", "annotate-stop", "export"])
+def test_annotation_and_export_missing_session_folder(stage):
+    line = _one_error(hd(stage, "somewhere"))
+    assert line.startswith("error: somewhere") and ("not found" in line or "no such" in line.lower()), line
 
 
 @pytest.mark.parametrize("args", [["validate"], ["nonsense"]])
