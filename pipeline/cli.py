@@ -19,6 +19,8 @@ from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
 from fitting.triangulate_stage import TriangulateConfig
 from pipeline.export import ExportCommand
+from pipeline.importers import ImportCommand
+from pipeline.stats import StatsCommand
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
@@ -229,6 +231,7 @@ STAGES = {
     "annotation-status": "Print queued / in Label Studio / annotated / merged counts.",
     "export": "Export fitted sequences as HDF5 shards with a manifest.",
     "stats": "Compute dataset statistics over exported shards.",
+    "import": "Import public two-hand data (InterHand2.6M, ARCTIC) as shards.",
     "train": "Train the HandDiffuse generator on exported shards.",
     "sample": "Sample two-hand motion from a trained generator.",
     "evaluate": "Evaluate generators (FID, Diversity, penetration).",
@@ -237,7 +240,8 @@ STAGES = {
 IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect,
                                  "triangulate": Triangulate, "fit": Fit, "queue": Queue, "annotate": AnnotateCommand,
                                  "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
-                                 "annotation-status": AnnotationStatusCommand, "export": ExportCommand}
+                                 "annotation-status": AnnotationStatusCommand, "export": ExportCommand,
+                                 "stats": StatsCommand, "import": ImportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
