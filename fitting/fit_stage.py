@@ -6,9 +6,10 @@ fit, per sequence:
    the 2D keypoints the left/right exchanges the triangulation found
 2. fit both hands (``fitting.fit``)
 3. measure the fit and mark failed frames (``fitting.quality``)
-4. write sequences/<seq>/mano.h5 with the quality and the inputs' fingerprint
-5. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
+4. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
    items replaced, other sequences' kept)
+5. write sequences/<seq>/mano.h5 with the quality and the inputs' fingerprint, last: a run
+   killed between the two writes refits the sequence and replaces its queue items again
 
 queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
 flags), e.g. after changing ``--rule.views-per-frame``.
@@ -138,7 +139,9 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None) -> list[FitSumma
             except SchemaError:
                 old = None
             if old is not None and old.inputs == fp:
-                summaries.append(_summary(seq, old, None, time.perf_counter() - t0, skipped=True))
+                queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
+                    if (session.root / QUEUE).is_file() else []
+                summaries.append(_summary(seq, old, queued, time.perf_counter() - t0, skipped=True))
                 continue
         model = model or _model(cfg)
         # 1.
@@ -156,13 +159,13 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None) -> list[FitSumma
                 return model(t[0], t[1], torch.as_tensor(res.betas), t[2]).vertices.numpy()
 
         m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, swapped)
-        # 4.
         fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl, m.quality, j3d.fps,
                       model.name if cfg.hand_model == "open_hand" else "mano", inputs=fp)
-        write_mano(out, fit)
-        # 5.
+        # 4.
         items = choose_views(m, rig, cfg.rule, seq, j3d.frames, res.joints)
         _replace_queue(session, seq, items)
+        # 5.
+        write_mano(out, fit)
         summaries.append(_summary(seq, fit, items, time.perf_counter() - t0))
     return summaries
 

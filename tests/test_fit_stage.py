@@ -73,3 +73,37 @@ def test_fit_needs_the_triangulation(tmp_path, studio):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {root}/sequences/{SEQ}/joints3d.h5: file not found: run `handdiffuse triangulate` first")
+
+
+def test_killed_fit_resumes_with_the_unfinished_sequences(studio, tmp_path):
+    """SIGKILL once the first sequence's mano.h5 is written: the rerun fits only the others, and
+    every mano.h5 and the queue equal those of an uninterrupted run."""
+    import signal
+    import time
+
+    root = tmp_path / "s"
+    shutil.copytree(studio, root, ignore=shutil.ignore_patterns("mano.h5", "queue.jsonl"))
+    for name in ("seq001", "seq002", "seq003"):
+        shutil.copytree(root / "sequences" / SEQ, root / "sequences" / name)
+    whole = tmp_path / "whole"
+    shutil.copytree(root, whole)
+    assert hd("fit", whole).returncode == 0
+    names = [SEQ, "seq001", "seq002", "seq003"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fit", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (root / "sequences" / SEQ / "mano.h5").exists():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [n for n in names if (root / "sequences" / n / "mano.h5").exists()]
+    assert 1 <= len(done) < len(names), done
+    r = hd("fit", root)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        assert (f"sequences/{n}/mano.h5: up to date" in r.stdout) == (n in done), r.stdout
+        a, b = read_mano(root / "sequences" / n / "mano.h5"), read_mano(whole / "sequences" / n / "mano.h5")
+        for k in ("global_orient", "hand_pose", "betas", "transl"):
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+        np.testing.assert_array_equal(a.quality.failure, b.quality.failure)
+    assert read_queue(root / "annotation" / "queue.jsonl") == read_queue(whole / "annotation" / "queue.jsonl")
