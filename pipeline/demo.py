@@ -143,6 +143,15 @@ def export(cfg: DemoConfig) -> str:
             f"({len(s.written)} written, {len(s.skipped_up_to_date)} up to date)")
 
 
+def stats(cfg: DemoConfig) -> str:
+    from pipeline.stats import write_stats
+
+    out = cfg.session / "export" / "stats"
+    st = write_stats(cfg.session / "export", out)
+    return (f"mean shortest joint distance {st['mean_shortest_joint_distance_cm']:.2f} cm, contacting frames "
+            f"{100 * st['contact_ratio']:.1f}% of {st['frames_both_hands_valid']} -> {out}")
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -154,12 +163,17 @@ def validate_all(cfg: DemoConfig) -> str:
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
     stages = (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("triangulate", triangulate),
-              ("fit", fit), ("export", export), ("validate", validate_all))
+              ("fit", fit), ("export", export), ("stats", stats), ("validate", validate_all))
     for name, fn in stages:
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
         measure = fn(cfg)
         rows.append(StageRow(name, "done", time.perf_counter() - t0, measure))
+    from annotation.status import annotation_status
+
+    queued = annotation_status(cfg.session).queued
+    rows.append(StageRow("annotate", "by a person", measure=f"{queued} views queued: `make annotate "
+                         f"SESSION={cfg.session}` starts Label Studio, `make merge` brings the clicks back"))
     rows += [StageRow(stage, f"not in {__version__}") for stage in STAGES if stage not in IMPLEMENTED]
     return rows
 
