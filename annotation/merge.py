@@ -35,7 +35,7 @@ from annotation.crops import inside_percent, to_pixels
 from annotation.labels import CONTROL, LABEL_INDEX, OBJECT, RESULT_TYPE, hand_of
 from annotation.records import (MERGED, TASKS, MergeRecord, TaskRecord, read_merge_records, read_task_records,
                                 write_merge_records)
-from annotation.refit import RefitConfig, RefitSummary, refit_frames
+from annotation.refit import RefitConfig, RefitSummary, refit_frames, stages_current
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
@@ -296,11 +296,12 @@ def merge_export(root: str | Path, export: object, source: str, cfg: MergeConfig
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     for seq in sorted({v.record.sequence for v in todo}):
         mine = [v for v in todo if v.record.sequence == seq]
+        current = stages_current(session.root, seq, cfg)  # before the manual points change
         # 4.
         frames = merge_views(session, seq, mine)
         # 5.
         if frames:
-            summary.refits.append(refit_frames(session.root, seq, frames, cfg))
+            summary.refits.append(refit_frames(session.root, seq, frames, cfg, current))
         # 6. (per sequence, so a failure in the next one keeps this one's record)
         for v in mine:
             merged[v.record.key] = MergeRecord(v.record.key, v.task_id, v.annotation_id, v.annotator, v.updated_at,

@@ -14,9 +14,11 @@ triangulation's least squares weigh a view by score^2, the fit's 2D term by scor
 4. the fit's quality (``fitting.quality.measure``) over the whole sequence, as the fit stage
    measures it (thresholds relative to the sequence), with the manual points; the affected
    frames' rows spliced in
-5. write joints3d.h5 (its fingerprint kept: keypoints2d.h5 and the calibration did not change)
-   and mano.h5; mano.h5's fingerprint is renewed when it was current for these fit options
-   (so ``handdiffuse fit`` with them keeps the splice), left as it was otherwise
+5. write joints3d.h5 and mano.h5; each one's fingerprint is renewed (now with the manual
+   points' file among the inputs) when it was current before the merge (``stages_current``:
+   joints3d.h5 for the default triangulation options, mano.h5 for these fit options), so
+   ``handdiffuse triangulate`` / ``fit`` with those options keep the splice; left as it was
+   otherwise (the stage then redoes the whole sequence, with the manual points)
 """
 
 from __future__ import annotations
@@ -27,14 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from data_schemas.errors import SchemaError
-from data_schemas.joints3d import write_joints3d
-from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
+from data_schemas.joints3d import read_joints3d, write_joints3d
+from data_schemas.keypoints2d import MANUAL_WEIGHT, overlay_manual, read_keypoints2d
 from data_schemas.mano import read_mano, write_mano
-from data_schemas.session import JOINTS3D, KEYPOINTS2D_MANUAL, MANO, Session
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, MANO, Session
 from fitting.fit import FitOptions
 from fitting.quality import QualityRule
-
-MANUAL_WEIGHT = 4.0
 
 
 @dataclass
@@ -63,22 +63,6 @@ class RefitSummary:
     failed_after: int
 
 
-def with_manual(keypoints: np.ndarray, cameras: list[str], frames: np.ndarray, manual: Keypoints2D | None,
-                weight: float) -> np.ndarray:
-    """(C, F, 42, 3) detections -> the same with the manual points over them at score ``weight``."""
-    out = keypoints.copy()
-    if manual is None:
-        return out
-    c_idx = [manual.cameras.index(c) for c in cameras]
-    f_at = {int(f): i for i, f in enumerate(manual.frames)}
-    rows = [f_at.get(int(f), -1) for f in frames]
-    have = np.array(rows) >= 0
-    m = manual.keypoints[c_idx][:, np.where(have, rows, 0)]  # (C, F, 42, 3) in our order
-    placed = (m[..., 2] > 0) & have[None, :, None]
-    out[placed] = np.concatenate([m[..., :2], np.full(m.shape[:-1] + (1,), weight, m.dtype)], axis=-1)[placed]
-    return out
-
-
 def windows(rows: np.ndarray, n_frames: int, context: int) -> list[np.ndarray]:
     """Consecutive runs of frame rows covering each of ``rows`` +- ``context``, inside [0, n_frames)."""
     near = np.zeros(n_frames, bool)
@@ -98,12 +82,39 @@ def _manual_distance(fit_joints: np.ndarray, manual: np.ndarray, rig) -> float:
     return float(np.concatenate(d).mean()) if d else float("nan")
 
 
-def refit_frames(root: str | Path, seq: str, frames: list[int], cfg: RefitConfig | None = None) -> RefitSummary:
+def _fit_config(cfg: RefitConfig, fit) -> "FitConfig":
+    from fitting.fit_stage import FitConfig
+
+    kind = "mano" if fit.hand_model == "mano" else "open_hand"
+    return FitConfig(hand_model=kind, mano_dir=cfg.mano_dir, options=cfg.options, rule=cfg.rule)
+
+
+def stages_current(root: str | Path, seq: str, cfg: RefitConfig | None = None) -> tuple[bool, bool]:
+    """Whether joints3d.h5 (for the default triangulation options) and mano.h5 (for ``cfg``'s fit
+    options) are up to date with their inputs; asked before the manual points change, so that
+    after the splice they can be declared current again (``refit_frames(current=...)``)."""
+    from fitting.fit_stage import fingerprint as fit_fingerprint
+    from fitting.triangulate_stage import TriangulateConfig, fingerprint as tri_fingerprint
+
+    cfg = cfg or RefitConfig()
+    session = Session.open(root)
+    paths = [session.path(p, seq=seq) for p in (KEYPOINTS2D, JOINTS3D, MANO, KEYPOINTS2D_MANUAL)]
+    if not all(p.is_file() for p in paths[:3]):
+        return False, False
+    tri = read_joints3d(paths[1]).inputs == tri_fingerprint(paths[0], session.root / CALIBRATION_TOML,
+                                                            TriangulateConfig(), paths[3])
+    fit = read_mano(paths[2])
+    return tri, bool(fit.inputs) and fit.inputs == fit_fingerprint(session, seq, _fit_config(cfg, fit))
+
+
+def refit_frames(root: str | Path, seq: str, frames: list[int], cfg: RefitConfig | None = None,
+                 current: tuple[bool, bool] = (False, False)) -> RefitSummary:
     import torch
 
     from fitting.fit import FitInputs, fit_sequence
-    from fitting.fit_stage import FitConfig, fingerprint, load_inputs
+    from fitting.fit_stage import fingerprint, load_inputs
     from fitting.hand_model.model import HandModel, HandModelConfig
+    from fitting.triangulate_stage import TriangulateConfig, fingerprint as tri_fingerprint
     from fitting.quality import measure
     from fitting.triangulate import INLIER_PX, METHODS, triangulate
 
@@ -119,23 +130,21 @@ def refit_frames(root: str | Path, seq: str, frames: list[int], cfg: RefitConfig
         raise SchemaError(mano_path, "frames differ from keypoints2d.h5's: run `handdiffuse fit` again")
     manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
     manual = read_keypoints2d(manual_path)
-    combined = with_manual(keypoints, kp.cameras, kp.frames, manual, cfg.manual_weight)  # (C, F, 42, 3)
+    combined = overlay_manual(keypoints, kp.cameras, kp.frames, manual, cfg.manual_weight)  # (C, F, 42, 3)
     row = {int(f): i for i, f in enumerate(kp.frames)}
     missing = [f for f in frames if f not in row]
     if missing:
         raise SchemaError(manual_path, f"frame {missing[0]} is not a frame of {seq}/keypoints2d.h5")
     A = np.array(sorted(row[f] for f in set(frames)))
-    kind = "mano" if fit.hand_model == "mano" else "open_hand"
-    fit_cfg = FitConfig(hand_model=kind, mano_dir=cfg.mano_dir, options=cfg.options, rule=cfg.rule)
-    mano_current = bool(fit.inputs) and fit.inputs == fingerprint(session, seq, fit_cfg)
-    model = HandModel(HandModelConfig(kind=kind, mano_dir=cfg.mano_dir))
+    fit_cfg = _fit_config(cfg, fit)
+    model = HandModel(HandModelConfig(kind=fit_cfg.hand_model, mano_dir=cfg.mano_dir))
 
     def joints_of(go, hp, tr) -> np.ndarray:  # (K, 2, 3), (K, 2, 45), (K, 2, 3) -> (K, 42, 3)
         with torch.no_grad():
             out = model(*(torch.as_tensor(a) for a in (go, hp, fit.betas, tr))).joints
         return out.numpy().reshape(len(go), -1, 3)
 
-    manual_at_A = with_manual(np.zeros_like(keypoints[:, A]), kp.cameras, kp.frames[A], manual, 1.0)  # (C, K, 42, 3)
+    manual_at_A = overlay_manual(np.zeros_like(keypoints[:, A]), kp.cameras, kp.frames[A], manual, 1.0)  # (C, K, 42, 3)
     before = _manual_distance(joints_of(fit.global_orient[A], fit.hand_pose[A], fit.transl[A]), manual_at_A, rig)
     failed_before = int((fit.quality.failure[A] != 0).any(1).sum())
     # 2.
@@ -164,8 +173,11 @@ def refit_frames(root: str | Path, seq: str, frames: list[int], cfg: RefitConfig
         getattr(fit.quality, name)[A] = getattr(m.quality, name)[A]
     after = _manual_distance(joints[A], manual_at_A, rig)
     # 5.
+    if current[0]:  # the splice stands for a triangulation with the manual points
+        j3d.inputs = tri_fingerprint(session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML,
+                                     TriangulateConfig(), manual_path)
     write_joints3d(session.path(JOINTS3D, seq=seq), j3d)
-    if mano_current:
+    if current[1]:
         fit.inputs = fingerprint(session, seq, fit_cfg)
     write_mano(mano_path, fit)
     return RefitSummary(seq, [int(kp.frames[a]) for a in A], fitted, before, after, failed_before,

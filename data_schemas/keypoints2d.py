@@ -32,6 +32,7 @@ from data_schemas.keypoints import N_KEYPOINTS
 FORMAT = "handdiffuse.keypoints2d"
 VERSION = 1
 PRODUCED_BY = "handdiffuse detect"
+MANUAL_WEIGHT = 4.0  # score of a person's point where a detection scores <= 1 (triangulation, fit)
 
 
 @dataclass
@@ -112,3 +113,22 @@ def read_keypoints2d(path: str | Path) -> Keypoints2D:
         )
     kp.validate(path)
     return kp
+
+
+def overlay_manual(keypoints: np.ndarray, cameras: list[str], frames: np.ndarray, manual: Keypoints2D | None,
+                   weight: float = MANUAL_WEIGHT) -> np.ndarray:
+    """(C, F, 42, 3) detections of ``cameras`` x ``frames`` -> a copy with the points a person placed
+    (keypoints2d_manual.h5: score > 0) over them at score ``weight``. Cameras or frames the
+    manual file lacks keep their detections."""
+    out = np.array(keypoints, copy=True)
+    if manual is None:
+        return out
+    c_at = {c: i for i, c in enumerate(manual.cameras)}
+    f_at = {int(f): i for i, f in enumerate(manual.frames)}
+    cams = np.array([c_at.get(c, -1) for c in cameras])
+    rows = np.array([f_at.get(int(f), -1) for f in frames])
+    m = manual.keypoints[np.maximum(cams, 0)][:, np.maximum(rows, 0)]  # (C, F, 42, 3)
+    placed = (m[..., 2] > 0) & (cams >= 0)[:, None, None] & (rows >= 0)[None, :, None]
+    m = np.concatenate([m[..., :2], np.full(m.shape[:-1] + (1,), weight, m.dtype)], axis=-1)
+    out[placed] = m[placed]
+    return out

@@ -3,7 +3,8 @@
 fit, per sequence:
 
 1. read joints3d.h5 (triangulate), keypoints2d.h5 (detect) and the calibration; undo in
-   the 2D keypoints the left/right exchanges the triangulation found
+   the 2D keypoints the left/right exchanges the triangulation found; a person's points
+   (keypoints2d_manual.h5, from merge) replace the detections there, weighted above them
 2. fit both hands (``fitting.fit``)
 3. measure the fit and mark failed frames (``fitting.quality``)
 4. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
@@ -14,8 +15,8 @@ fit, per sequence:
 queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
 flags), e.g. after changing ``--rule.views-per-frame``.
 
-A sequence whose mano.h5 has the same fingerprint (inputs' names, sizes and mtimes;
-options; hand model) is skipped.
+A sequence whose mano.h5 has the same fingerprint (inputs' names, sizes and mtimes, the
+manual points' file included; options; hand model) is skipped.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ import numpy as np
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
-from data_schemas.keypoints2d import read_keypoints2d
+from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
 from data_schemas.mano import ManoFit, read_mano, write_mano
 from data_schemas.queue import QueueItem, read_queue, write_queue
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, Session
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, MANO, QUEUE, Session
 from fitting.fit import FitInputs, FitOptions, fit_sequence
 from fitting.quality import QualityRule, choose_views, measure
 
@@ -79,7 +80,9 @@ def _file_id(p: Path) -> str:
 
 def fingerprint(session: Session, seq: str, cfg: FitConfig) -> str:
     h = hashlib.sha256()
-    for p in (session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML):
+    manual = session.path(KEYPOINTS2D_MANUAL, seq=seq)
+    for p in (session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML) \
+            + ((manual,) if manual.is_file() else ()):
         h.update(_file_id(p).encode())
     opts = {"options": dataclasses.asdict(cfg.options), "rule": dataclasses.asdict(cfg.rule), "use_2d": cfg.use_2d,
             "model": [cfg.hand_model, str(cfg.mano_dir)]}
@@ -95,7 +98,8 @@ def _model(cfg: FitConfig):
 
 
 def load_inputs(session: Session, seq: str):
-    """(joints3d, keypoints2d with exchanged views undone, rig in keypoints2d's camera order)."""
+    """(joints3d, keypoints2d, the keypoints with exchanged views undone and a person's points
+    (keypoints2d_manual.h5) over them, rig in keypoints2d's camera order)."""
     j3d_path, kp_path = session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq)
     j3d = read_joints3d(j3d_path)
     kp = read_keypoints2d(kp_path)
@@ -113,6 +117,9 @@ def load_inputs(session: Session, seq: str):
             raise SchemaError(j3d_path, f"cameras differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
         for f, c in zip(*np.nonzero(swapped)):
             keypoints[c, f] = np.concatenate([keypoints[c, f, N_HAND_JOINTS:], keypoints[c, f, :N_HAND_JOINTS]])
+    manual = session.path(KEYPOINTS2D_MANUAL, seq=seq)  # a person's points (merge): on their true sides
+    if manual.is_file():
+        keypoints = overlay_manual(keypoints, kp.cameras, kp.frames, read_keypoints2d(manual))
     return j3d, kp, keypoints, rig, swapped
 
 

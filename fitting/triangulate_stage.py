@@ -1,13 +1,15 @@
 """``handdiffuse triangulate SESSION``: every sequence's keypoints2d.h5 -> ``sequences/<seq>/joints3d.h5``.
 
 1. read ``sequences/<seq>/keypoints2d.h5`` and ``calibration/calibration.toml``; the cameras
-   of the keypoints, in their order, must all be calibrated, at the same image size
+   of the keypoints, in their order, must all be calibrated, at the same image size; the
+   points a person placed (``keypoints2d_manual.h5``, from ``handdiffuse merge``) replace the
+   detections there, weighted above them
 2. triangulate every frame (``fitting.triangulate``: robust per point, left/right swaps fixed)
 3. write joints3d.h5 atomically: joints, reprojection error, inlier cameras, the method,
    the cameras and which views had their hands exchanged, and the inputs' fingerprint
 
-A sequence whose joints3d.h5 has the same fingerprint (keypoints2d.h5 and calibration.toml:
-size and mtime; the options) is skipped.
+A sequence whose joints3d.h5 has the same fingerprint (keypoints2d.h5, calibration.toml and
+keypoints2d_manual.h5: size and mtime; the options) is skipped.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
-from data_schemas.keypoints2d import read_keypoints2d
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, Session
+from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, Session
 from fitting.triangulate import INLIER_PX, triangulate
 
 LOG = logging.getLogger("handdiffuse")
@@ -70,10 +72,11 @@ class SequenceSummary:
                                seconds, skipped)
 
 
-def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateConfig) -> str:
-    """What joints3d.h5 depends on: keypoints2d.h5 and calibration.toml (size, mtime), the options."""
+def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateConfig, manual: Path | None = None) -> str:
+    """What joints3d.h5 depends on: keypoints2d.h5, calibration.toml and keypoints2d_manual.h5 when
+    there is one (size, mtime), the options."""
     h = hashlib.sha256()
-    for p in (keypoints, calibration):
+    for p in (keypoints, calibration) + ((manual,) if manual is not None and manual.is_file() else ()):
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TriangulateConfig) if f.name != "sequences"}
@@ -96,7 +99,8 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
         kp_path, out = session.path(KEYPOINTS2D, seq=seq), session.path(JOINTS3D, seq=seq)
         if not kp_path.is_file():
             raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
-        fp = fingerprint(kp_path, calibration, cfg)
+        manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
+        fp = fingerprint(kp_path, calibration, cfg, manual_path)
         if out.is_file():
             try:
                 old = read_joints3d(out)
@@ -116,13 +120,16 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
                 raise SchemaError(calibration, f"camera '{name}' is calibrated at {rig[name].size[0]}x"
                                   f"{rig[name].size[1]} px but {seq}/keypoints2d.h5 has {size[0]}x{size[1]} px images")
         rig = rig.subset(kp.cameras, calibration)
-        score = kp.keypoints[..., 2]
+        # a person's points (handdiffuse merge) over the detections, weighted above them
+        manual = read_keypoints2d(manual_path) if manual_path.is_file() else None
+        keypoints = overlay_manual(kp.keypoints, kp.cameras, kp.frames, manual)
+        score = keypoints[..., 2]
         if not (score > 0).any():
             raise SchemaError(kp_path, "no hand keypoints detected in any camera")
         if not (score > cfg.min_score).any():
             raise SchemaError(kp_path, f"no hand keypoints with a score above min_score={cfg.min_score} in any camera")
         # 2.
-        result = triangulate(rig, kp.keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
+        result = triangulate(rig, keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
         # 3.
         j = Joints3D(kp.frames, result.joints, result.reproj_error, result.n_cameras, kp.fps, result.method,
                      inputs=fp, cameras=kp.cameras, swapped=result.swapped)

@@ -107,3 +107,38 @@ def test_killed_fit_resumes_with_the_unfinished_sequences(studio, tmp_path):
             np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
         np.testing.assert_array_equal(a.quality.failure, b.quality.failure)
     assert read_queue(root / "annotation" / "queue.jsonl") == read_queue(whole / "annotation" / "queue.jsonl")
+
+
+def test_manual_points_take_part_in_triangulation_and_fit(studio, tmp_path):
+    """A person's points (keypoints2d_manual.h5) replace the detections in the triangulate and fit
+    stages, and a new manual file makes both stages run again."""
+    from data_schemas.calibration import read_calibration
+    from data_schemas.keypoints2d import Keypoints2D
+
+    root = tmp_path / "s"
+    shutil.copytree(studio, root, ignore=shutil.ignore_patterns("mano.h5", "queue.jsonl"))
+    assert hd("triangulate", root).returncode == 0
+    before = read_joints3d(root / "sequences" / SEQ / "joints3d.h5").joints
+    rig = read_calibration(root / "calibration" / "calibration.toml")
+    kp = read_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5")
+    truth = read_joints3d(root / "ground_truth" / "sequences" / SEQ / "joints3d.h5").joints
+    target = truth[2, 21] + (0.02, 0.0, 0.0)  # the right wrist of frame 2, 2 cm off: where the person clicked
+    manual = np.full(kp.keypoints.shape, np.nan, np.float32)
+    manual[..., 2] = 0.0
+    for c, cam in enumerate(kp.cameras):
+        manual[c, 2, 21] = (*rig[cam].project(target[None])[0], 1.0)
+    who = np.full(manual.shape[:2], "", object)
+    who[:, 2] = "ann"
+    write_keypoints2d(root / "sequences" / SEQ / "keypoints2d_manual.h5",
+                      Keypoints2D(kp.cameras, kp.image_sizes, kp.frames, manual, "manual", kp.fps, annotators=who,
+                                  annotated_at=np.where(who == "", "", "2026-11-26T00:00:00+00:00")))
+    r = hd("triangulate", root)
+    assert r.returncode == 0 and "up to date" not in r.stdout, r.stdout
+    joints = read_joints3d(root / "sequences" / SEQ / "joints3d.h5").joints
+    assert np.linalg.norm(joints[2, 21] - target) < 1e-3
+    others = np.arange(len(joints)) != 2
+    np.testing.assert_allclose(joints[others], before[others], atol=1e-6)  # the other frames as before
+    assert "up to date" in hd("triangulate", root).stdout
+    r = hd("fit", root)
+    assert r.returncode == 0 and f"fitted {SEQ}" in r.stdout, r.stdout
+    assert "up to date" in hd("fit", root).stdout
