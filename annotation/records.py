@@ -32,16 +32,15 @@ An annotation with the same id and ``updated_at`` as its record is not merged ag
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from annotation.crops import CropBox
-from data_schemas.atomic import atomic_write_text
 from data_schemas.errors import SchemaError
+from data_schemas.jsonl import read_records, write_records
 from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.queue import HAND_CHOICES, QueueItem
 
@@ -132,60 +131,19 @@ def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _read_jsonl(path: Path, cls: type) -> list:
-    if not path.exists():
-        return []
-    known = [f.name for f in fields(cls)]
-    out, keys = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{path}:{n}"
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SchemaError(where, f"not valid JSON ({e.msg})")
-        if not isinstance(obj, dict):
-            raise SchemaError(where, "expected a JSON object")
-        unknown = [k for k in obj if k not in known]
-        if unknown:
-            raise SchemaError(where, f"unknown field {unknown[0]!r}")
-        required = [f.name for f in fields(cls) if f.default is MISSING]
-        missing = [k for k in required if k not in obj]
-        if missing:
-            raise SchemaError(where, f"missing {', '.join(repr(m) for m in missing)}")
-        record = cls(**obj)
-        record.validate(where)
-        if record.key in keys:
-            raise SchemaError(where, f"repeats {record.key}")
-        keys.add(record.key)
-        out.append(record)
-    return out
-
-
-def _write_jsonl(path: Path, records: list) -> None:
-    keys: set[str] = set()
-    for i, r in enumerate(records):
-        r.validate(f"{path} item {i}")
-        if r.key in keys:
-            raise SchemaError(path, f"item {i} repeats {r.key}")
-        keys.add(r.key)
-    atomic_write_text(path, "".join(json.dumps(asdict(r)) + "\n" for r in records))
-
-
 def read_task_records(path: str | Path) -> list[TaskRecord]:
     """``tasks.jsonl``; empty when the file is not there (nothing imported yet)."""
-    return _read_jsonl(Path(path), TaskRecord)
+    return read_records(Path(path), TaskRecord)
 
 
 def write_task_records(path: str | Path, records: list[TaskRecord]) -> None:
-    _write_jsonl(Path(path), sorted(records, key=lambda r: r.key))
+    write_records(Path(path), sorted(records, key=lambda r: r.key))
 
 
 def read_merge_records(path: str | Path) -> list[MergeRecord]:
     """``merged.jsonl``; empty when the file is not there (nothing merged yet)."""
-    return _read_jsonl(Path(path), MergeRecord)
+    return read_records(Path(path), MergeRecord)
 
 
 def write_merge_records(path: str | Path, records: list[MergeRecord]) -> None:
-    _write_jsonl(Path(path), sorted(records, key=lambda r: r.key))
+    write_records(Path(path), sorted(records, key=lambda r: r.key))

@@ -12,16 +12,14 @@ this view are expected to help).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from data_schemas.atomic import atomic_write_text
 from data_schemas.errors import SchemaError
+from data_schemas.jsonl import read_records, write_records
 from data_schemas.mano import REASON_NAMES
 
 HAND_CHOICES = ("left", "right", "both")
-_FIELDS = ("sequence", "frame", "camera", "hand", "reason", "priority")
 
 
 @dataclass(frozen=True)
@@ -56,43 +54,11 @@ class QueueItem:
 
 
 def write_queue(path: str | Path, items: list[QueueItem]) -> None:
-    lines = []
-    keys: set[str] = set()
-    for i, item in enumerate(items):
-        item.validate(f"{path} item {i}")
-        if item.key in keys:
-            raise SchemaError(path, f"item {i} repeats {item.key}")
-        keys.add(item.key)
-        lines.append(json.dumps(asdict(item), sort_keys=False))
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    write_records(Path(path), items)
 
 
 def read_queue(path: str | Path) -> list[QueueItem]:
     path = Path(path)
     if not path.exists():
         raise SchemaError(path, "file not found")
-    items: list[QueueItem] = []
-    keys: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{path}:{n}"
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SchemaError(where, f"not valid JSON ({e.msg})")
-        if not isinstance(obj, dict):
-            raise SchemaError(where, "expected a JSON object")
-        missing = [k for k in ("sequence", "frame", "camera", "reason") if k not in obj]
-        if missing:
-            raise SchemaError(where, f"missing {', '.join(repr(m) for m in missing)}")
-        unknown = [k for k in obj if k not in _FIELDS]
-        if unknown:
-            raise SchemaError(where, f"unknown field {unknown[0]!r}")
-        item = QueueItem(**obj)
-        item.validate(where)
-        if item.key in keys:
-            raise SchemaError(where, f"repeats {item.key}")
-        keys.add(item.key)
-        items.append(item)
-    return items
+    return read_records(path, QueueItem)
