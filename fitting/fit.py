@@ -44,6 +44,7 @@ could slide it along a camera ray without end.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,7 +185,9 @@ def fit_shape(layer: JointsLayer, joints3d: np.ndarray, symmetry: float = 1.0, i
     children = [c for _, c in HAND_BONES]
     J = joints3d.reshape(len(joints3d), 2, N_HAND_JOINTS, 3)
     lengths = np.linalg.norm(J[:, :, children] - J[:, :, parents], axis=-1)  # (F, 2, 20)
-    target = np.nanmedian(np.where(np.isfinite(lengths), lengths, np.nan), axis=0)  # (2, 20)
+    with warnings.catch_warnings():  # a bone never triangulated: NaN, left out below (``have``)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        target = np.nanmedian(np.where(np.isfinite(lengths), lengths, np.nan), axis=0)  # (2, 20)
     dev = layer.j_template.device
     have = torch.as_tensor(np.isfinite(target), device=dev)
     target_t = torch.as_tensor(np.nan_to_num(target), dtype=torch.float32, device=dev)
