@@ -306,10 +306,8 @@ def test_session_errors(tmp_path, session, monkeypatch, capsys):
     assert capsys.readouterr().err == "error: export needs at least one SESSION\n"
 
 
-def test_export_through_the_cli_when_wired(session):
+def test_export_through_the_cli(session):
     from pipeline import cli
 
-    if "export" not in cli.IMPLEMENTED:
-        pytest.skip("`handdiffuse export` is not wired into pipeline.cli yet")
     assert cli.main(["export", str(session)]) == 0
     assert all(r.ok for r in validate_path(session / "export"))
