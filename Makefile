@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
 
-.PHONY: help setup test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES) \
+.PHONY: help setup browser test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES) \
 	annotation-status annotate-stop
 
 help:
@@ -50,6 +50,11 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Headless Chromium for the slow test that renders the session report (Debian's package; needs root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow; rc=$$?; \

@@ -20,6 +20,7 @@ from fitting.fit_stage import FitConfig
 from fitting.triangulate_stage import TriangulateConfig
 from pipeline.export import ExportCommand
 from pipeline.importers import ImportCommand
+from pipeline.report import ReportCommand
 from pipeline.stats import StatsCommand
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
@@ -241,7 +242,8 @@ IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detec
                                  "triangulate": Triangulate, "fit": Fit, "queue": Queue, "annotate": AnnotateCommand,
                                  "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
                                  "annotation-status": AnnotationStatusCommand, "export": ExportCommand,
-                                 "stats": StatsCommand, "import": ImportCommand}
+                                 "stats": StatsCommand, "import": ImportCommand,
+                                 "report": ReportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
