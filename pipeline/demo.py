@@ -152,6 +152,14 @@ def stats(cfg: DemoConfig) -> str:
             f"{100 * st['contact_ratio']:.1f}% of {st['frames_both_hands_valid']} -> {out}")
 
 
+def report(cfg: DemoConfig) -> str:
+    from pipeline.report import write_report
+
+    r = write_report(cfg.session)
+    present = sum(r.sections.values())
+    return f"{present} of {len(r.sections)} sections, {len(r.images)} figures -> {r.path}"
+
+
 def validate_all(cfg: DemoConfig) -> str:
     results = validate_path(cfg.session)
     bad = [p for r in results for p in r.problems]
@@ -163,7 +171,8 @@ def validate_all(cfg: DemoConfig) -> str:
 def run(cfg: DemoConfig) -> list[StageRow]:
     rows = []
     stages = (("studio", studio), ("calibrate", calibrate), ("detect", detect), ("triangulate", triangulate),
-              ("fit", fit), ("export", export), ("stats", stats), ("validate", validate_all))
+              ("fit", fit), ("export", export), ("stats", stats), ("validate", validate_all),
+              ("report", report))
     for name, fn in stages:
         t0 = time.perf_counter()
         LOG.info("demo: %s ...", name)
@@ -193,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(cfg)
     print_table(rows)
     print(f"\nSession: {cfg.session}  (check it any time with `handdiffuse validate {cfg.session}`)")
+    print(f"Report:  file://{(cfg.session / 'report' / 'index.html').resolve()}  (open it in a browser)")
+    print(f"Fix the failed frames by hand: `make annotate SESSION={cfg.session}`, then `make merge "
+          f"SESSION={cfg.session}`")
     return 0
 
 
