@@ -1,6 +1,7 @@
 """``handdiffuse fit SESSION`` and ``handdiffuse queue SESSION``: MANO fits and the annotation queue.
 
-fit, per sequence:
+fit, per sequence (sequences in parallel on an executor: ``--executor``, ``--workers``; steps 1-3
+in the worker, which returns arrays, 4-5 here, so the files do not depend on where it ran):
 
 1. read joints3d.h5 (triangulate), keypoints2d.h5 (detect) and the calibration; undo in
    the 2D keypoints the left/right exchanges the triangulation found; a person's points
@@ -14,6 +15,9 @@ fit, per sequence:
 
 queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
 flags), e.g. after changing ``--rule.views-per-frame``.
+
+A sequence's fit runs on ``--threads`` torch threads wherever it runs (the thread count can
+change float sums), so its mano.h5 is bit-identical with any executor on the same device.
 
 A sequence whose mano.h5 has the same fingerprint (inputs' names, sizes and mtimes, the
 manual points' file included; options; hand model) is skipped.
@@ -32,6 +36,7 @@ from typing import Literal
 import numpy as np
 
 from data_schemas.errors import SchemaError
+from data_schemas.executor import Executor, ExecutorKind, LocalExecutor, TaskResources
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
@@ -54,6 +59,22 @@ class FitConfig:
     """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl (--hand-model mano)."""
     use_2d: bool = True
     """Also fit the 2D detections in every camera (not only the triangulated joints)."""
+    workers: int = 1
+    """Sequences fitted in parallel (1: in this process); with --executor ray and no --ray-address,
+    the CPUs of the local Ray cluster."""
+    threads: int = 1
+    """Torch threads of one sequence's fit (fixed, so a fit is the same wherever it runs)."""
+    executor: ExecutorKind = "local"
+    """Where sequences are fitted: local (this machine) or ray (Ray tasks, see --ray-address)."""
+    ray_address: str | None = None
+    """--executor ray: the cluster to use ("auto": the one this machine joined with `ray start`);
+    default: start a local one for this run."""
+    ray_temp_dir: Path | None = None
+    """--executor ray without --ray-address: the local cluster's folder (sockets, logs); default: a
+    fresh temporary folder, removed afterwards."""
+    task_gpus: float = 1.0
+    """--executor ray: the share of a GPU each sequence's fit holds where the cluster has GPUs
+    (--options.device cpu: none)."""
     options: FitOptions = field(default_factory=FitOptions)
     rule: QualityRule = field(default_factory=QualityRule)
 
@@ -123,34 +144,38 @@ def load_inputs(session: Session, seq: str):
     return j3d, kp, keypoints, rig, swapped
 
 
-def fit_session(root: str | Path, cfg: FitConfig | None = None) -> list[FitSummary]:
+@dataclass
+class FittedSequence:
+    """A worker's answer for one sequence: the fit and its queue items, written by the caller."""
+
+    seq: str
+    fit: ManoFit
+    items: list[QueueItem]
+    seconds: float
+
+
+_MODEL: tuple[tuple, object] | None = None  # this process's hand model, kept between sequences
+
+
+def _cached_model(cfg: FitConfig):
+    global _MODEL
+    key = (cfg.hand_model, str(cfg.mano_dir))
+    if _MODEL is None or _MODEL[0] != key:
+        _MODEL = (key, _model(cfg))
+    return _MODEL[1]
+
+
+def fit_one(job: tuple[Path, str, FitConfig, str]) -> FittedSequence:
+    """Steps 1-3 for one sequence (root, name, config, inputs' fingerprint); writes nothing. Ray-ready."""
     import torch
 
-    cfg = cfg or FitConfig()
-    session = Session.open(root)
-    names = cfg.sequences or [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
-    for s in names:
-        if not session.path(JOINTS3D, seq=s).is_file():
-            raise SchemaError(session.path(JOINTS3D, seq=s), "file not found: run `handdiffuse triangulate` first")
-    if not names:
-        raise SchemaError(session.root / "sequences", "no sequence has joints3d.h5: run `handdiffuse triangulate` first")
-    model = None
-    summaries = []
-    for seq in names:
-        t0 = time.perf_counter()
-        out = session.path(MANO, seq=seq)
-        fp = fingerprint(session, seq, cfg)
-        if out.is_file():
-            try:
-                old = read_mano(out)
-            except SchemaError:
-                old = None
-            if old is not None and old.inputs == fp:
-                queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
-                    if (session.root / QUEUE).is_file() else []
-                summaries.append(_summary(seq, old, queued, time.perf_counter() - t0, skipped=True))
-                continue
-        model = model or _model(cfg)
+    root, seq, cfg, fp = job
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        session = Session.open(root)
+        model = _cached_model(cfg)
         # 1.
         j3d, kp, keypoints, rig, swapped = load_inputs(session, seq)
         if not np.isfinite(j3d.joints).any():
@@ -168,13 +193,55 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None) -> list[FitSumma
         m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, swapped)
         fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl, m.quality, j3d.fps,
                       model.name if cfg.hand_model == "open_hand" else "mano", inputs=fp)
+        items = choose_views(m, rig, cfg.rule, seq, j3d.frames, res.joints)  # for step 4
+        return FittedSequence(seq, fit, items, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Executor | None = None) -> list[FitSummary]:
+    """Fit every sequence with joints3d.h5 (or ``cfg.sequences``); fits run on ``executor`` (default:
+    local, ``cfg.workers`` processes; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray)."""
+    cfg = cfg or FitConfig()
+    if cfg.threads < 1:
+        raise SchemaError(root, "fit needs --threads >= 1")
+    if executor is None:
+        if cfg.executor != "local":
+            raise ValueError(f"executor {cfg.executor!r}: pass one to the stage (pipeline.executors.make_executor; "
+                             "the CLI does)")
+        executor = LocalExecutor(cfg.workers)
+    session = Session.open(root)
+    names = cfg.sequences or [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
+    for s in names:
+        if not session.path(JOINTS3D, seq=s).is_file():
+            raise SchemaError(session.path(JOINTS3D, seq=s), "file not found: run `handdiffuse triangulate` first")
+    if not names:
+        raise SchemaError(session.root / "sequences", "no sequence has joints3d.h5: run `handdiffuse triangulate` first")
+    summaries: dict[str, FitSummary] = {}
+    jobs = []
+    for seq in names:
+        t0 = time.perf_counter()
+        out = session.path(MANO, seq=seq)
+        fp = fingerprint(session, seq, cfg)
+        if out.is_file():
+            try:
+                old = read_mano(out)
+            except SchemaError:
+                old = None
+            if old is not None and old.inputs == fp:
+                queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
+                    if (session.root / QUEUE).is_file() else []
+                summaries[seq] = _summary(seq, old, queued, time.perf_counter() - t0, skipped=True)
+                continue
+        jobs.append((session.root, seq, cfg, fp))
+    gpus = 0.0 if cfg.options.device == "cpu" else cfg.task_gpus
+    for done in executor.map_unordered(fit_one, jobs, TaskResources(cpus=cfg.threads, gpus=gpus)):
         # 4.
-        items = choose_views(m, rig, cfg.rule, seq, j3d.frames, res.joints)
-        _replace_queue(session, seq, items)
+        _replace_queue(session, done.seq, done.items)
         # 5.
-        write_mano(out, fit)
-        summaries.append(_summary(seq, fit, items, time.perf_counter() - t0))
-    return summaries
+        write_mano(session.path(MANO, seq=done.seq), done.fit)
+        summaries[done.seq] = _summary(done.seq, done.fit, done.items, done.seconds)
+    return [summaries[s] for s in names]
 
 
 def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, skipped: bool = False):

@@ -125,8 +125,11 @@ class Detect(DetectConfig):
 
     def run(self) -> int:
         from capture.detect.stage import detect
+        from pipeline.executors import make_executor
 
-        for s in detect(self.session, self):
+        with make_executor(self.executor, self.workers, self.ray_address, self.ray_temp_dir) as executor:
+            summaries = detect(self.session, self, executor=executor)
+        for s in summaries:
             out = self.session / "sequences" / s.name / "keypoints2d.h5"
             if s.skipped:
                 print(f"{out}: up to date (same videos and detector); nothing to do")
@@ -170,8 +173,12 @@ class Fit(FitConfig):
 
     def run(self) -> int:
         from fitting.fit_stage import fit_session
+        from pipeline.executors import make_executor
 
-        for s in fit_session(self.session, self):
+        with make_executor(self.executor, self.workers, self.ray_address, self.ray_temp_dir,
+                           cpus_per_worker=self.threads) as executor:
+            summaries = fit_session(self.session, self, executor=executor)
+        for s in summaries:
             out = self.session / "sequences" / s.name / "mano.h5"
             if s.skipped:
                 print(f"{out}: up to date (same joints, keypoints, calibration and options); nothing to do")

@@ -6,7 +6,8 @@ killed run loses at most one chunk per worker.
 
 1. open the take (ingest checks every video against session.toml) and plan the chunks;
    a chunk whose result file is there with the same inputs is done already
-2. detect, chunks in parallel processes, frames read in batches of ``batch``: each
+2. detect, chunks in parallel (processes here, or Ray tasks on a cluster: ``--executor``),
+   frames read in batches of ``batch``: each
    chunk's raw hand candidates go to ``sequences/<seq>/.detect/<cam>-<first instant>.npz``
    (atomic), so a rerun redoes only the unfinished chunks
 3. per camera, all its candidates in time order -> sides kept stable over time
@@ -25,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import shutil
 import sys
 import time
@@ -41,6 +41,7 @@ from capture.detect.mediapipe import MediaPipeConfig
 from capture.detect.tracking import MOTION_WEIGHT, track_sides
 from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
+from data_schemas.executor import Executor, ExecutorKind, LocalExecutor, TaskResources
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
 from data_schemas.session import KEYPOINTS2D, SEQUENCE_DIR, Session
 
@@ -59,7 +60,19 @@ class DetectConfig:
     sequences: list[str] = field(default_factory=list)
     """Sequences to detect (default: all)."""
     workers: int = 2
-    """Processes detecting chunks in parallel (one chunk each at a time)."""
+    """Processes detecting chunks in parallel (one chunk each at a time); with --executor ray and
+    no --ray-address, the CPUs of the local Ray cluster."""
+    executor: ExecutorKind = "local"
+    """Where chunks run: local (this machine's processes) or ray (Ray tasks, see --ray-address)."""
+    ray_address: str | None = None
+    """--executor ray: the cluster to use ("auto": the one this machine joined with `ray start`);
+    default: start a local one for this run."""
+    ray_temp_dir: Path | None = None
+    """--executor ray without --ray-address: the local cluster's folder (sockets, logs); default: a
+    fresh temporary folder, removed afterwards."""
+    task_gpus: float = 0.25
+    """--executor ray, GPU backends (dwpose, mmpose): the share of a GPU each chunk holds where the
+    cluster has GPUs (MediaPipe runs on CPUs and asks for none)."""
     batch: int = 8
     """Frames decoded and passed to the detector at a time."""
     chunk_frames: int = 2000
@@ -244,10 +257,14 @@ def _chunk_is_done(path: Path, chunk: Chunk, fp: str) -> bool:
 
 # --- the stage ------------------------------------------------------------------------------
 
-def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | None = None) -> list[SequenceSummary]:
+def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | None = None,
+           executor: Executor | None = None) -> list[SequenceSummary]:
+    """Detect every sequence of the session; chunks run on ``executor`` (default: local processes,
+    ``cfg.workers`` of them; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray)."""
     from capture.ingest import open_take
 
     cfg = cfg or DetectConfig()
+    executor = executor or _local_executor(cfg.executor, cfg.workers)
     if cfg.batch < 1 or cfg.chunk_frames < 1:
         raise SchemaError(root, "detect needs --batch >= 1 and --chunk-frames >= 1")
     session = Session.open(root)
@@ -279,7 +296,7 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
             chunk_dir / f"{c.key}.npz", c, chunk_fingerprint(take.videos[c.camera].path, detector_name))]
         # 2.
         LOG.info("detect %s: %d chunks, %d done by an earlier run", seq, len(chunks), len(chunks) - len(todo))
-        _run(session.root, todo, cfg, f"detect {seq}", progress)
+        _run(session.root, todo, cfg, f"detect {seq}", progress, executor)
         # 3.
         rows = np.zeros((len(session.cameras), len(instants), 42, 3), np.float32)  # (C, F, 42, 3)
         for c, cam in enumerate(session.cameras):
@@ -310,8 +327,15 @@ def _found(keypoints: np.ndarray) -> float:
     return float((hands > 0).any(axis=-1).mean()) if hands.size else 0.0
 
 
-def _run(root: Path, todo: list[Chunk], cfg: DetectConfig, desc: str, progress: bool | None) -> None:
-    """Detect ``todo`` chunks in worker processes, biggest first, with a progress bar on a TTY."""
+def _local_executor(kind: str, workers: int) -> LocalExecutor:
+    if kind != "local":
+        raise ValueError(f"executor {kind!r}: pass one to the stage (pipeline.executors.make_executor; the CLI does)")
+    return LocalExecutor(workers)
+
+
+def _run(root: Path, todo: list[Chunk], cfg: DetectConfig, desc: str, progress: bool | None,
+         executor: Executor) -> None:
+    """Detect ``todo`` chunks on the executor, with a progress bar on a TTY."""
     if not todo:
         return
     jobs = [(root, c, cfg) for c in todo]
@@ -322,16 +346,10 @@ def _run(root: Path, todo: list[Chunk], cfg: DetectConfig, desc: str, progress: 
 
         bar = tqdm(total=sum(len(c.instants) for c in todo), desc=desc, unit="img")
     sizes = {c.key: len(c.instants) for c in todo}
+    resources = TaskResources(cpus=1, gpus=0 if cfg.backend == "mediapipe" else cfg.task_gpus)
     try:
-        if cfg.workers <= 1 or len(todo) == 1:
-            for job in jobs:
-                key, _ = _run_chunk(job)
-                _chunk_done(todo[0].seq, key, sizes[key], bar)
-        else:
-            # not fork: a process forked from one that ran MediaPipe or onnxruntime threads can hang
-            with mp.get_context("forkserver").Pool(min(cfg.workers, len(todo))) as pool:
-                for key, _ in pool.imap_unordered(_run_chunk, jobs):
-                    _chunk_done(todo[0].seq, key, sizes[key], bar)
+        for key, _ in executor.map_unordered(_run_chunk, jobs, resources):
+            _chunk_done(todo[0].seq, key, sizes[key], bar)
     finally:
         if bar:
             bar.close()
