@@ -14,7 +14,7 @@ Layout (path templates below; ``{seq}`` a sequence folder name, ``{cam}`` a came
       annotation/queue.jsonl                 <- queue (frames that failed)
       annotation/labelstudio/                Label Studio data dir (annotate)
       export/shard-00000.h5, manifest.parquet  <- export
-      export/stats.json                      <- stats
+      export/stats/stats.json (+ PNG plots)  <- stats
       report/index.html                      <- report
       ground_truth/                          synthetic sessions only; read by evaluation alone
 
@@ -71,7 +71,7 @@ QUEUE = "annotation/queue.jsonl"
 LABELSTUDIO_DIR = "annotation/labelstudio"
 EXPORT_DIR = "export"
 MANIFEST = "export/manifest.parquet"
-STATS = "export/stats.json"
+STATS = "export/stats/stats.json"
 REPORT = "report/index.html"
 GROUND_TRUTH = "ground_truth"
 

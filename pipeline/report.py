@@ -48,12 +48,11 @@ from data_schemas.mano import REASON_NAMES, FailureReason, ManoFit, read_mano
 from data_schemas.manifest import MANIFEST_NAME, read_manifest
 from data_schemas.queue import read_queue
 from data_schemas.session import (CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, REPORT, SEQUENCE_DIR,
-                                  SESSION_TOML, Session)
+                                  SESSION_TOML, STATS, Session)
 
 HAND_COLORS = ("#008cff", "#ff8c00")  # left blue, right orange: capture.detect.overlay's colours, in RGB
 NEUTRAL = "#5a5a5a"  # bars that are about no hand in particular
 INDEX = "index.html"
-STATS_JSONS = ("export/stats/stats.json", "export/stats.json")  # the stats stage's default, then the layout's
 RUNS_NOTE = "no generator runs yet"
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
 
@@ -545,8 +544,8 @@ def _dataset(s: Session, img: _Images) -> Section:
     rows = [[r["name"], r["frames"], r["category"] or "-", r["split"], f"{100 * r['valid_fraction']:.1f}%",
              _num(r["mean_fit_error_mm"], ".1f"), r["manual_frames"]] for _, r in df.head(50).iterrows()]
     body.append(_table(cols, rows) + (f"<p>... and {len(df) - 50} more</p>" if len(df) > 50 else ""))
-    stats_json = next((s.root / p for p in STATS_JSONS if (s.root / p).is_file()), None)
-    if stats_json is None:
+    stats_json = s.root / STATS
+    if not stats_json.is_file():
         body.append(_missing("stats", s.root, "no export/stats/stats.json"))
         return Section("dataset", title, "\n".join(body), True)
     try:
