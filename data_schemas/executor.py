@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Literal, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -68,3 +69,24 @@ class LocalExecutor:
         # not fork: a process forked from one that ran MediaPipe, onnxruntime or torch threads can hang
         with mp.get_context("forkserver").Pool(min(self.workers, len(items))) as pool:
             yield from pool.imap_unordered(fn, items)
+
+
+@dataclass
+class ExecutorOptions:
+    """Where a stage's work items run; the stage configs that can scale out (detect, fit) extend it."""
+
+    executor: ExecutorKind = "local"
+    """Where the work items run: local (this machine's processes) or ray (Ray tasks, see --ray-address)."""
+    ray_address: str | None = None
+    """--executor ray: the cluster to use ("auto": the one this machine joined with `ray start`);
+    default: start a local one for this run."""
+    ray_temp_dir: Path | None = None
+    """--executor ray without --ray-address: the local cluster's folder (sockets, logs); default: a
+    fresh temporary folder, removed afterwards."""
+
+    def local_executor(self, workers: int) -> LocalExecutor:
+        """The stage's default executor when none is passed in (only --executor local can be made here)."""
+        if self.executor != "local":
+            raise ValueError(f"executor {self.executor!r}: pass one to the stage "
+                             "(pipeline.executors.make_executor; the CLI does)")
+        return LocalExecutor(workers)

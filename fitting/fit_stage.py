@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from data_schemas.errors import SchemaError
-from data_schemas.executor import Executor, ExecutorKind, LocalExecutor, TaskResources
+from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
@@ -48,7 +48,7 @@ from fitting.quality import QualityRule, choose_views, measure
 
 
 @dataclass
-class FitConfig:
+class FitConfig(ExecutorOptions):
     """Fit both hands' MANO parameters to the joints and keypoints -> mano.h5; queue failed frames."""
 
     sequences: list[str] = field(default_factory=list)
@@ -64,14 +64,6 @@ class FitConfig:
     the CPUs of the local Ray cluster."""
     threads: int = 1
     """Torch threads of one sequence's fit (fixed, so a fit is the same wherever it runs)."""
-    executor: ExecutorKind = "local"
-    """Where sequences are fitted: local (this machine) or ray (Ray tasks, see --ray-address)."""
-    ray_address: str | None = None
-    """--executor ray: the cluster to use ("auto": the one this machine joined with `ray start`);
-    default: start a local one for this run."""
-    ray_temp_dir: Path | None = None
-    """--executor ray without --ray-address: the local cluster's folder (sockets, logs); default: a
-    fresh temporary folder, removed afterwards."""
     task_gpus: float = 1.0
     """--executor ray: the share of a GPU each sequence's fit holds where the cluster has GPUs
     (--options.device cpu: none)."""
@@ -205,11 +197,7 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Execut
     cfg = cfg or FitConfig()
     if cfg.threads < 1:
         raise SchemaError(root, "fit needs --threads >= 1")
-    if executor is None:
-        if cfg.executor != "local":
-            raise ValueError(f"executor {cfg.executor!r}: pass one to the stage (pipeline.executors.make_executor; "
-                             "the CLI does)")
-        executor = LocalExecutor(cfg.workers)
+    executor = executor or cfg.local_executor(cfg.workers)
     session = Session.open(root)
     names = cfg.sequences or [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
     for s in names:

@@ -41,7 +41,7 @@ from capture.detect.mediapipe import MediaPipeConfig
 from capture.detect.tracking import MOTION_WEIGHT, track_sides
 from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
-from data_schemas.executor import Executor, ExecutorKind, LocalExecutor, TaskResources
+from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
 from data_schemas.session import KEYPOINTS2D, SEQUENCE_DIR, Session
 
@@ -51,7 +51,7 @@ OVERLAY = SEQUENCE_DIR + "/overlays/detect.png"
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(ExecutorOptions):
     """Detect 2D hand keypoints in every camera of every sequence -> keypoints2d.h5."""
 
     backend: Literal["mediapipe", "dwpose", "mmpose"] = "mediapipe"
@@ -62,14 +62,6 @@ class DetectConfig:
     workers: int = 2
     """Processes detecting chunks in parallel (one chunk each at a time); with --executor ray and
     no --ray-address, the CPUs of the local Ray cluster."""
-    executor: ExecutorKind = "local"
-    """Where chunks run: local (this machine's processes) or ray (Ray tasks, see --ray-address)."""
-    ray_address: str | None = None
-    """--executor ray: the cluster to use ("auto": the one this machine joined with `ray start`);
-    default: start a local one for this run."""
-    ray_temp_dir: Path | None = None
-    """--executor ray without --ray-address: the local cluster's folder (sockets, logs); default: a
-    fresh temporary folder, removed afterwards."""
     task_gpus: float = 0.25
     """--executor ray, GPU backends (dwpose, mmpose): the share of a GPU each chunk holds where the
     cluster has GPUs (MediaPipe runs on CPUs and asks for none)."""
@@ -264,7 +256,7 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
     from capture.ingest import open_take
 
     cfg = cfg or DetectConfig()
-    executor = executor or _local_executor(cfg.executor, cfg.workers)
+    executor = executor or cfg.local_executor(cfg.workers)
     if cfg.batch < 1 or cfg.chunk_frames < 1:
         raise SchemaError(root, "detect needs --batch >= 1 and --chunk-frames >= 1")
     session = Session.open(root)
@@ -325,12 +317,6 @@ def _found(keypoints: np.ndarray) -> float:
     """Fraction of (camera, frame, hand) with the hand found."""
     hands = keypoints[..., 2].reshape(*keypoints.shape[:2], 2, 21)  # (C, F, 2, 21)
     return float((hands > 0).any(axis=-1).mean()) if hands.size else 0.0
-
-
-def _local_executor(kind: str, workers: int) -> LocalExecutor:
-    if kind != "local":
-        raise ValueError(f"executor {kind!r}: pass one to the stage (pipeline.executors.make_executor; the CLI does)")
-    return LocalExecutor(workers)
 
 
 def _run(root: Path, todo: list[Chunk], cfg: DetectConfig, desc: str, progress: bool | None,
