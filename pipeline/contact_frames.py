@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from fitting.hand_model.contact import hand_contact
 from fitting.hand_model.model import HandModel
-from pipeline.posing import BATCH, pose_hands
+from fitting.hand_model.posing import BATCH, pose_hands
 
 THRESHOLD = 0.003  # m, the paper's contact distance
 

@@ -366,13 +366,13 @@ def _motion(s: Session, img: _Images, opts: ReportOptions) -> Section:
         if fit is not None:
             if model is None and not model_note:
                 try:
-                    from pipeline.posing import hand_model_for
+                    from fitting.hand_model.posing import hand_model_for
 
                     model = hand_model_for(fit.hand_model, opts.mano_dir, s.path(MANO, seq=q))
                 except SchemaError as e:
                     model_note = f"meshes not drawn: {e}"
             if model is not None:
-                from pipeline.posing import pose_hands
+                from fitting.hand_model.posing import pose_hands
 
                 at = {int(f): i for i, f in enumerate(fit.frames)}
                 idx = np.array([at.get(int(f), -1) for f in shown])

@@ -48,7 +48,7 @@ from data_schemas.manifest import MANIFEST_NAME
 from data_schemas.shard import ShardReader
 from pipeline.contact_frames import THRESHOLD, contact_frames
 from pipeline.export import read_manifest
-from pipeline.posing import flat_hand_pose, hand_model_for
+from fitting.hand_model.posing import flat_hand_pose, hand_model_for
 
 FORMAT = "handdiffuse.stats"
 VERSION = 1

@@ -13,7 +13,7 @@ from data_schemas.shard import read_shard
 from fitting.hand_model import generate
 from fitting.hand_model.model import MANO_DIR_ENV, HandModel
 from pipeline.importers import (ImportCommand, find_interhand, read_arctic, read_dataset, read_interhand)
-from pipeline.posing import hand_model_for, pose_hands
+from fitting.hand_model.posing import hand_model_for, pose_hands
 
 PREFIX = "InterHand2.6M_train"
 # capture -> its frame indices: capture 0 has a gap (two takes), capture 7 one take
