@@ -20,6 +20,7 @@ window is read through ``ShardReader.read_window`` (its chunks decompressed per 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -137,6 +138,23 @@ class WindowDataset(torch.utils.data.Dataset):
         cache.put(k, arrays)
         return arrays
 
+    def complete_windows(self) -> np.ndarray:
+        """Item indices (int64) of the windows whose frames are all valid on both hands (the
+        ones a generator trains on: invalid frames carry NaN joints). Reads ``valid`` only."""
+        cache = self._process_cache()
+        out = []
+        for k in range(len(self.names)):
+            if self.preload:
+                valid = self._sequence(k)["valid"]
+            else:
+                group = cache.reader(self._shards[k]).file[self._groups[k]]
+                valid = h5io.read_array(group, "valid", self._shards[k])
+            bad = np.concatenate([[0], np.cumsum(~valid.all(-1))])  # (F + 1,) invalid frames before each
+            starts = np.arange(0, self._frames[k] - self.window + 1, self.stride)
+            ok = bad[starts + self.window] == bad[starts]
+            out.append(self._first[k] + np.flatnonzero(ok))
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         k, start = self.locate(index)
         stop = start + self.window
@@ -155,3 +173,15 @@ class WindowDataset(torch.utils.data.Dataset):
         out["sequence"] = torch.tensor(k, dtype=torch.int64)
         out["start"] = torch.tensor(start, dtype=torch.int64)
         return out
+
+
+def dataset_hash(root: str | Path, split: str | None = "train") -> str:
+    """sha256 over the manifest's sorted (name, fingerprint) rows of ``split`` (None: all): what a
+    model was trained on, so a model and its evaluator can be checked against a dataset."""
+    rows = read_manifest(root)
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    h = hashlib.sha256()
+    for name, fp in sorted(zip(rows["name"], rows["fingerprint"])):
+        h.update(f"{name}\t{fp}\n".encode())
+    return h.hexdigest()

@@ -322,10 +322,15 @@ class GlobalRep:
 
     def encode(self, joints: torch.Tensor, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
         """(B, T, 42, 3), (B, T, 2, 3), (B, T, 2, 45) world -> (B, T, 380)."""
-        B, T = joints.shape[:2]
         p, rot, _ = canonicalize(joints, rotations_from_axis_angle(global_orient, hand_pose), self.config)
+        return self.encode_canonical(p, rot)
+
+    @staticmethod
+    def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """Joints (B, T, 42, 3) and rotations (B, T, 2, 16, 4) already in the sequence frame -> (B, T, 380)."""
+        B, T = p.shape[:2]
         return torch.cat([p.reshape(B, T, 126), _velocity(p).reshape(B, T, 126),  # (B, T, 42 x 3) each
-                          rot.reshape(B, T, 128)], dim=-1)  # (B, T, 2 x 16 x 4)
+                          quat_normalize(rot).reshape(B, T, 128)], dim=-1)  # (B, T, 2 x 16 x 4)
 
     def decode(self, x: torch.Tensor, frame: SequenceFrame | None = None) -> Motion:
         """(B, T, 380) -> Motion, in the sequence frame, or in the world with the encoded motion's ``frame``."""
@@ -449,8 +454,13 @@ class LocalRep:
 
     def encode(self, joints: torch.Tensor, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
         """(B, T, 42, 3), (B, T, 2, 3), (B, T, 2, 45) world -> (B, T, 385)."""
-        T = joints.shape[1]
         p, rot, _ = canonicalize(joints, rotations_from_axis_angle(global_orient, hand_pose), self.config)
+        return self.encode_canonical(p, rot)
+
+    @staticmethod
+    def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """Joints (B, T, 42, 3) and rotations (B, T, 2, 16, 4) already in the sequence frame -> (B, T, 385)."""
+        T = p.shape[1]
         p = p.unflatten(2, (2, N_HAND_JOINTS))  # (B, T, 2, 21, 3)
         (left, ls), (right, rs) = (encode_hand(p[:, :, h], rot[:, :, h]) for h in range(2))
         inv = quat_conjugate(ls.rotation)

@@ -81,3 +81,34 @@ def make_sequence(name="s0", n_frames=300, seed=0) -> ShardSequence:
         fit_error=rng.uniform(0, 0.003, (n_frames, 2)), session="demo", subject="synthetic-01",
         category="interlock", capture_date="2026-11-25",
     )
+
+
+def posed_sequence(name: str, n_frames: int = 48, seed: int = 0, model=None) -> ShardSequence:
+    """Two hands posed by the bundled hand model (consistent joints and parameters): poses
+    interpolated between sampled key poses every 12 frames, slowly turning and drifting wrists,
+    the hands ~15 cm apart."""
+    import torch
+
+    from fitting.hand_model.model import HandModel
+
+    model = model or HandModel()
+    rng = np.random.default_rng(seed)
+    n_keys = n_frames // 12 + 2
+    keys = model.sample_poses(n_keys, rng).reshape(n_keys, 2, 45)
+    u = np.arange(n_frames) / 12.0
+    hand_pose = np.stack([np.stack([np.interp(u, np.arange(n_keys), keys[:, h, k]) for k in range(45)], -1)
+                          for h in range(2)], 1)  # (F, 2, 45)
+    t = np.arange(n_frames)[:, None, None] / 30.0
+    phase = rng.uniform(0, 2 * np.pi, (1, 2, 3))
+    global_orient = rng.normal(0, 0.3, (1, 2, 3)) + 0.3 * np.sin(2 * np.pi * 0.3 * t + phase)  # (F, 2, 3)
+    transl = np.array([[-0.075, 0, 0], [0.075, 0, 0]])[None] + 0.02 * np.sin(2 * np.pi * 0.2 * t + phase)
+    with torch.no_grad():
+        out = model(torch.as_tensor(global_orient, dtype=torch.float32), torch.as_tensor(hand_pose, dtype=torch.float32),
+                    None, torch.as_tensor(transl, dtype=torch.float32))
+    joints = out.joints.reshape(n_frames, 42, 3).numpy()
+    return ShardSequence(
+        name=name, fps=30.0, joints=joints, global_orient=global_orient, hand_pose=hand_pose,
+        betas=np.zeros((2, 10)), transl=transl, valid=np.ones((n_frames, 2), bool),
+        manual=np.zeros((n_frames, 2), bool), fit_error=np.zeros((n_frames, 2)), session="test",
+        subject="synthetic-01", category="clasp", capture_date="2026-11-25",
+    )
