@@ -39,18 +39,18 @@ import numpy as np
 import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
-from data_schemas.calibration import CameraRig, read_calibration
+from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
-from data_schemas.keypoints import HAND_BONES, HANDS, N_HAND_JOINTS
+from data_schemas.keypoints import HANDS, N_HAND_JOINTS
 from data_schemas.keypoints2d import read_keypoints2d
 from data_schemas.mano import REASON_NAMES, FailureReason, ManoFit, read_mano
 from data_schemas.manifest import MANIFEST_NAME, read_manifest
 from data_schemas.queue import read_queue
 from data_schemas.session import (CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, REPORT, SEQUENCE_DIR,
                                   SESSION_TOML, STATS, Session)
+from fitting.hand_model.draw import HAND_COLORS, Viewpoint, draw_mesh, draw_skeleton
 
-HAND_COLORS = ("#008cff", "#ff8c00")  # left blue, right orange: capture.detect.overlay's colours, in RGB
 NEUTRAL = "#5a5a5a"  # bars that are about no hand in particular
 INDEX = "index.html"
 RUNS_NOTE = "no generator runs yet"
@@ -276,78 +276,13 @@ def _detection(s: Session, img: _Images) -> Section:
 
 # ---- 3. motion filmstrips --------------------------------------------------------------------
 
-@dataclass
-class _Viewpoint:
-    """A fixed viewpoint: the first calibrated camera (normalized pinhole coordinates, y down), or,
-    without a calibration, the world seen along +z from far away (x right, y down)."""
-
-    rig: CameraRig | None
-
-    @property
-    def eye(self) -> np.ndarray:
-        """(3,) where the viewer stands, world metres."""
-        return self.rig.cameras[0].center if self.rig else np.array([0.0, 0.0, -1e3])
-
-    @property
-    def name(self) -> str:
-        return f"seen from camera {self.rig.names[0]}" if self.rig else "seen along the world's z axis"
-
-    def project(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(..., 3) world points -> (..., 2) image-plane coordinates and (...,) depth."""
-        if not self.rig:
-            return p[..., :2], p[..., 2]
-        pc = self.rig.cameras[0].to_camera(p)  # (..., 3)
-        z = pc[..., 2]
-        return pc[..., :2] / np.where(np.abs(z) < 1e-9, 1e-9, z)[..., None], z
-
-
-def _draw_skeleton(a, joints: np.ndarray, view: _Viewpoint) -> None:
-    """(42, 3) world joints, NaN where not triangulated."""
-    xy, _ = view.project(joints)
-    for h in range(2):
-        pts = xy[h * N_HAND_JOINTS:(h + 1) * N_HAND_JOINTS]
-        ok = np.isfinite(pts).all(-1)
-        for p, c in HAND_BONES:
-            if ok[p] and ok[c]:
-                a.plot(pts[[p, c], 0], pts[[p, c], 1], color=HAND_COLORS[h], lw=1.2)
-        a.scatter(pts[ok, 0], pts[ok, 1], color=HAND_COLORS[h], s=5)
-
-
-def _draw_mesh(a, vertices: np.ndarray, faces: tuple[np.ndarray, np.ndarray], view: _Viewpoint) -> None:
-    """(2, V, 3) world vertices of both hands, flat-shaded, far faces first (painter's order)."""
-    from matplotlib.collections import PolyCollection
-    from matplotlib.colors import to_rgb
-
-    polys, depths, colors = [], [], []
-    for h in range(2):
-        v = vertices[h]
-        if not np.isfinite(v).all():
-            continue
-        tri = v[faces[h]]  # (T, 3 corners, 3)
-        xy, z = view.project(tri)  # (T, 3, 2), (T, 3)
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-12
-        ray = tri.mean(1) - view.eye  # (T, 3) from the eye to each face
-        ray /= np.linalg.norm(ray, axis=-1, keepdims=True) + 1e-12
-        shade = 0.35 + 0.65 * np.abs((n * ray).sum(-1))  # (T,) Lambert, lit from the eye
-        polys.append(xy)
-        depths.append(z.mean(1))
-        colors.append(np.clip(np.array(to_rgb(HAND_COLORS[h]))[None] * shade[:, None] + 0.15 * (1 - shade[:, None]),
-                              0, 1))
-    if not polys:
-        return
-    xy, z, rgb = np.concatenate(polys), np.concatenate(depths), np.concatenate(colors)
-    order = np.argsort(-z)
-    a.add_collection(PolyCollection(xy[order], facecolors=rgb[order], edgecolors="none"))
-
-
 def _motion(s: Session, img: _Images, opts: ReportOptions) -> Section:
     title = "3D motion"
     seqs = [q for q in s.sequences if s.path(JOINTS3D, seq=q).is_file() or s.path(MANO, seq=q).is_file()]
     if not seqs:
         return Section("motion", title, _missing("triangulate", s.root, "no sequences/<seq>/joints3d.h5"), False)
     rig = read_calibration(s.root / CALIBRATION_TOML) if (s.root / CALIBRATION_TOML).is_file() else None
-    view = _Viewpoint(rig)
+    view = Viewpoint(rig)
     body = [f"<p>The first {min(len(seqs), opts.max_sequences)} of {len(seqs)} sequences, {view.name}; left hand "
             "blue, right orange. Top row: triangulated joints; bottom row: the fitted hand model.</p>"]
     model, model_note = None, ""
@@ -396,11 +331,11 @@ def _motion(s: Session, img: _Images, opts: ReportOptions) -> Section:
                     a.set_title(f"{label}: none", fontsize=7)
                     continue
                 if kind == "joints":
-                    _draw_skeleton(a, item, view)
+                    draw_skeleton(a, item, view)
                     pts.append(view.project(item)[0])
                 else:
                     verts, fail = item
-                    _draw_mesh(a, verts, model.faces, view)
+                    draw_mesh(a, verts, model.faces, view)
                     pts.append(view.project(verts.reshape(-1, 3))[0])
                     bad = [HANDS[h][0].upper() for h in range(2) if fail[h]]
                     if bad:
