@@ -155,6 +155,15 @@ class PinholeCamera:
         return d / d.norm(dim=-1, keepdim=True)
 
 
+def default_camera(point: torch.Tensor, distance: float = 0.6) -> PinholeCamera:
+    """A 640 x 480 camera (f = 800 px) ``distance`` m from ``point`` (3,) along -y, looking along +y,
+    z up in the picture: for a 2D-keypoint control without a calibrated camera."""
+    R = point.new_tensor([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # rows: camera x, y (down), z (ahead)
+    K = point.new_tensor([[800.0, 0, 320], [0, 800.0, 240], [0, 0, 1]])
+    center = point + point.new_tensor([0.0, -distance, 0.0])
+    return PinholeCamera(K, R, -R @ center)
+
+
 class Keypoints2D(Control):
     """Motion whose projection into one camera matches given 2D keypoints, by guidance.
 

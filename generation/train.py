@@ -270,7 +270,7 @@ def train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpti
         fit_statistics(model, ds, windows, opts.stats_windows, opts.seed, device)
     if ranks.main:
         run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / RUN_JSON, json.dumps({**run_info, "train": dataclasses.asdict(opts)}, indent=2) + "\n")
+        atomic_write_text(run / RUN_JSON, json.dumps({**run_info, "train": {f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainOptions)}}, indent=2) + "\n")
     log_lines = _read_log(run / LOSS_LOG, start) if ranks.main else []
     if ranks.main and start:
         atomic_write_text(run / LOSS_LOG, "".join(json.dumps(r) + "\n" for r in log_lines))

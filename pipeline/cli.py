@@ -7,6 +7,7 @@ file); 2 bad command line; 3 the stage is not available in this version.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Union
@@ -19,6 +20,7 @@ from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
 from fitting.triangulate_stage import TriangulateConfig
 from pipeline.export import ExportCommand
+from pipeline.generate import SampleCommand, TrainCommand
 from pipeline.importers import ImportCommand
 from pipeline.report import ReportCommand
 from pipeline.stats import StatsCommand
@@ -250,7 +252,7 @@ IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detec
                                  "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
                                  "annotation-status": AnnotationStatusCommand, "export": ExportCommand,
                                  "stats": StatsCommand, "import": ImportCommand,
-                                 "report": ReportCommand}
+                                 "train": TrainCommand, "sample": SampleCommand, "report": ReportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
@@ -271,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         "and the generator trained on it.",
     )
     name = _command_name(cfg)
-    log_config(name, cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # one log of the config under torchrun
+        log_config(name, cfg)
     try:
-        return cfg.run()
+        # train / sample have a field named `run` (the run folder): their method is run_stage
+        return cfg.run_stage() if hasattr(cfg, "run_stage") else cfg.run()
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

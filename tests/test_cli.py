@@ -130,9 +130,9 @@ def test_detect_missing_session_folder():
 
 
 def test_planned_stage_says_so():
-    r = hd("train", "somewhere")
+    r = hd("evaluate", "somewhere")
     assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse train` is not available in handdiffuse 0.1.0 yet"
+    assert r.stderr.strip() == "error: `handdiffuse evaluate` is not available in handdiffuse 0.1.0 yet"
 
 
 @pytest.mark.parametrize("stage", ["annotate", "merge", "annotation-status", "annotate-stop", "export"])
