@@ -23,9 +23,11 @@ from generation.model import HandDiffuse
 from generation.representation import HAND_DIM, Motion
 
 
+@torch.inference_mode()
 def sample(model: HandDiffuse, n: int, frames: int | None = None, steps: int = 50, eta: float = 0.0,
            seed: int = 0, control: Control | None = None) -> Motion:
-    """``n`` motions of ``frames`` frames (default: the model's window)."""
+    """``n`` motions of ``frames`` frames (default: the model's window); no autograd (the controls
+    replace and project, they need no gradient), so the returned tensors are inference tensors."""
     model.eval()
     device = next(model.parameters()).device
     T = frames or model.cfg.window
@@ -46,5 +48,4 @@ def sample(model: HandDiffuse, n: int, frames: int | None = None, steps: int = 5
     z = ddim_sample(lambda x, t: ihde(x, t, frame_condition=cond), model.schedule, (n, T, model.rep.dim), steps,
                     eta, control=control.ihde, generator=g, device=device)
     # 4.
-    with torch.no_grad():
-        return model.rep.decode(model.stats.denormalize(z), control.frame)
+    return model.rep.decode(model.stats.denormalize(z), control.frame)
