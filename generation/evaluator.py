@@ -60,7 +60,7 @@ FORMAT = "handdiffuse.evaluator"
 VERSION = 1
 FRAME_DIM = N_KEYPOINTS * 3  # 126
 DECODER_LAYERS = 2
-TRAIN_HINT = "train one with generation.evaluator.train_evaluator(shards, out, EvaluatorConfig())"
+TRAIN_HINT = "`handdiffuse evaluate` trains one (or give another --evaluator)"
 
 log = logging.getLogger(__name__)
 

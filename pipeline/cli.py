@@ -20,7 +20,7 @@ from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig
 from fitting.triangulate_stage import TriangulateConfig
 from pipeline.export import ExportCommand
-from pipeline.generate import SampleCommand, TrainCommand
+from pipeline.generate import EvaluateCommand, SampleCommand, TrainCommand
 from pipeline.importers import ImportCommand
 from pipeline.report import ReportCommand
 from pipeline.stats import StatsCommand
@@ -252,7 +252,8 @@ IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detec
                                  "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
                                  "annotation-status": AnnotationStatusCommand, "export": ExportCommand,
                                  "stats": StatsCommand, "import": ImportCommand,
-                                 "train": TrainCommand, "sample": SampleCommand, "report": ReportCommand}
+                                 "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
+                                 "report": ReportCommand}
 _COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert

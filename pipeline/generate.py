@@ -33,6 +33,7 @@ import numpy as np
 
 from data_schemas.atomic import atomic_write_text
 from data_schemas.errors import SchemaError
+from generation.evaluate import EvaluateOptions
 from generation.train import RUN_JSON, TrainOptions
 
 CONTROLS = ("none", "inbetween", "trajectory", "keypoints2d")
@@ -233,3 +234,35 @@ def sample_run(cmd: SampleCommand) -> dict:
         summary["video"] = str(render_video(joints[0], go[0], hp[0], out / f"{cmd.control}-s{cmd.seed}.mp4", fps))
     atomic_write_text(out / f"{cmd.control}.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@dataclass
+class EvaluateCommand(EvaluateOptions):
+    """Evaluate trained generators on the held-out split of a dataset: FID, Diversity and
+    penetration per condition -> OUT/tables.md (the paper's Tables 2 and 3), OUT/metrics.json,
+    and each RUN/metrics.json."""
+
+    runs: list[Path] = dataclasses.field(default_factory=list)
+    """Run folders (each with model.pt; one window length)."""
+    shards: Path = Path("sessions/demo/export")
+    """Dataset folder: its train split trains the feature extractor, --split is measured."""
+    out: Path = Path("runs/evaluation")
+    """Folder for tables.md, metrics.json and the feature extractor."""
+
+    def run_stage(self) -> int:
+        from generation.evaluate import evaluate
+
+        if not self.runs:
+            print("error: evaluate needs at least one run (--runs runs/NAME ...)", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            s = evaluate(self.runs, self.shards, self.out, self)
+        except SchemaError:
+            raise
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print((self.out / "tables.md").read_text(encoding="utf-8"))
+        print(f"evaluated {len(s['runs'])} runs on {s['real_windows']} real windows in {s['seconds']:.1f} s -> "
+              f"{self.out / 'tables.md'}, {self.out / 'metrics.json'}")
+        return EXIT_OK
