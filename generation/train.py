@@ -20,7 +20,8 @@ Per step s (0 ... shde_steps + ihde_steps - 1):
     5. AdamW step with the gradient norm clipped at ``clip``
     6. every ``checkpoint_every`` steps and at the end: checkpoint.pt, loss.png
 
-Several GPUs (or processes): ``torchrun --nproc-per-node N $(which handdiffuse) train ...``;
+Several GPUs (or processes): ``torchrun --nproc-per-node N -m -- pipeline.cli train ...`` (the
+``--`` keeps torchrun from reading ``--run`` as its own ``--run-path``);
 each rank takes its share of every step's batch, gradients are averaged by
 DistributedDataParallel (NCCL on CUDA, gloo on CPU), rank 0 alone writes.
 Normalisation statistics are fitted once, before step 0, on up to ``stats_windows`` windows.
@@ -304,22 +305,24 @@ def train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpti
             # 2.
             g = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
             pick = torch.randint(len(windows), (opts.batch_size,), generator=g).numpy()
-            pick = pick[ranks.rank * per_rank:(ranks.rank + 1) * per_rank]
+            pick = pick[ranks.rank * per_rank:(ranks.rank + 1) * per_rank]  # this rank's share
             b = _batch(ds, windows[pick], device)
             # 3.
             with torch.no_grad():
                 enc = model.encode(b["joints"], b["global_orient"], b["hand_pose"])
             # 4.
             torch.manual_seed(opts.seed * 7_919 + step)  # dropout
-            T = model.schedule.steps
+            # (drawn for the whole batch, then this rank's share: any number of ranks sees the same numbers)
+            T, B, mine = model.schedule.steps, opts.batch_size, slice(ranks.rank * per_rank, (ranks.rank + 1) * per_rank)
             if phase == "shde":
-                t = torch.randint(T, (opts.batch_size * 2,), generator=g)[ranks.rank * per_rank * 2:][:per_rank * 2]
-                noise = torch.randn((per_rank * 2,) + enc.hands.shape[2:], generator=g)
+                hands = slice(2 * mine.start, 2 * mine.stop)  # both hands of each of this rank's windows
+                t = torch.randint(T, (2 * B,), generator=g)[hands]
+                noise = torch.randn((2 * B,) + enc.hands.shape[2:], generator=g)[hands]
                 losses = model.shde_losses(enc, t.to(device), noise.to(device), net=net)
             else:
-                t = torch.randint(T, (opts.batch_size,), generator=g)[ranks.rank * per_rank:][:per_rank]
-                noise = torch.randn(enc.x.shape, generator=g)
-                cond_noise = torch.randn(enc.x.shape[:2] + (enc.hands.shape[1] * enc.hands.shape[-1],), generator=g)
+                t = torch.randint(T, (B,), generator=g)[mine]
+                noise = torch.randn((B,) + enc.x.shape[1:], generator=g)[mine]
+                cond_noise = torch.randn((B, enc.x.shape[1], enc.hands.shape[1] * enc.hands.shape[-1]), generator=g)[mine]
                 losses = model.ihde_losses(enc, t.to(device), noise.to(device), cond_noise.to(device), net=net)
             # 5.
             optimizer.zero_grad(set_to_none=True)

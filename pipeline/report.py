@@ -507,7 +507,7 @@ def _samples(s: Session, img: _Images, opts: ReportOptions) -> Section:
     if opts.runs is None:
         return Section("samples", title, f"<p>{RUNS_NOTE} (pass <code>--runs runs/</code> once a generator has "
                                          "been trained).</p>", False)
-    runs = sorted(p for p in Path(opts.runs).iterdir() if p.is_dir())
+    runs = sorted(p for p in Path(opts.runs).iterdir() if (p / "model.pt").is_file())  # trained runs
     if not runs:
         return Section("samples", title, f"<p>{RUNS_NOTE} in {_e(opts.runs)}.</p>", False)
     body = []

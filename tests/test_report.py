@@ -130,11 +130,15 @@ def test_runs_hook_shows_a_generator_run(tmp_path):
     run = tmp_path / "runs" / "r1"
     (run / "samples").mkdir(parents=True)
     (run / "metrics.json").write_text('{"fid": 1.5, "diversity": 7.25}')
+    (run / "model.pt").write_bytes(b"")
     _tiny_png(run / "samples" / "clasp.png")
+    (tmp_path / "runs" / "evaluation").mkdir()  # not a run: no model.pt
+    (tmp_path / "runs" / "evaluation" / "metrics.json").write_text('{"window": 16}')
     s = write_report(root, opts=ReportOptions(runs=tmp_path / "runs"))
     page = s.path.read_text(encoding="utf-8")
     assert s.sections["Generated samples"] and "<td>fid</td><td>1.5</td>" in page
     assert "run_r1_clasp.png" in sources(page)
+    assert "<h3>evaluation</h3>" not in page and "<td>window</td>" not in page
 
 
 def test_cli_report_prints_where_and_how_to_open(reported, tmp_path, capsys):
