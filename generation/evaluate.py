@@ -37,6 +37,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.manifest import manifest_path
 from generation import controls
 from generation.data import WindowDataset, dataset_hash
+from generation.device import resolve_device
 from generation.evaluator import EvaluatorConfig, load_evaluator, train_evaluator
 from generation.metrics import diversity, frechet_distance, mean_interval
 from generation.model import PRESETS, HandDiffuse
@@ -131,8 +132,7 @@ def _metrics(features: np.ndarray, real_features: np.ndarray, pen: PenetrationRe
 def evaluate(runs: list[Path], shards: Path, out: Path, opts: EvaluateOptions) -> dict:
     """Steps 1-5 for ``runs`` on ``shards``; writes OUT/tables.md, OUT/metrics.json, RUN/metrics.json."""
     t0 = time.perf_counter()
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if opts.device == "auto" else opts.device))
+    device = resolve_device(opts.device)
     if not runs:
         raise ValueError("evaluate needs at least one run folder")
     models = [load_model(r, device) for r in runs]

@@ -54,6 +54,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 from generation.data import WindowDataset, dataset_hash
 from generation.denoiser import sinusoid
+from generation.device import resolve_device
 from generation.representation import RepStats, canonicalize
 
 FORMAT = "handdiffuse.evaluator"
@@ -97,12 +98,6 @@ class EvaluatorConfig:
     """Training windows (at most) the normalisation's mean and std are computed from."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda"."""
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Evaluator(nn.Module):
@@ -195,7 +190,7 @@ def train_evaluator(shards: Path, out: Path, cfg: EvaluatorConfig) -> Evaluator:
     SchemaError naming ``shards`` when no train sequence has a usable window."""
     shards, out = Path(shards), Path(out)
     log.info("evaluator config: %s", cfg)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     gen = np.random.default_rng(cfg.seed)
     # 1. the usable windows, the data hash
@@ -268,4 +263,4 @@ def load_evaluator(path: Path, expect_data_hash: str | None = None, device: str 
         raise SchemaError(path, f"unknown config field '{unknown[0]}': {TRAIN_HINT}")
     model = Evaluator(EvaluatorConfig(**config), data_hash)
     model.load_state_dict(payload["state_dict"])
-    return model.to(_device(device)).eval().requires_grad_(False)
+    return model.to(resolve_device(device)).eval().requires_grad_(False)

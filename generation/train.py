@@ -46,6 +46,7 @@ from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.errors import SchemaError
 from data_schemas.manifest import manifest_path
 from generation.data import WindowDataset, dataset_hash
+from generation.device import resolve_device
 from generation.model import HandDiffuse, HandDiffuseConfig, config_from_dict
 
 LOG = logging.getLogger("handdiffuse")
@@ -96,15 +97,6 @@ class TrainSummary:
         terms = " ".join(f"{k}={v:.4g}" for k, v in self.last.items())
         return (f"train: {self.run} step {self.steps} (resumed from {self.resumed_from}), {self.windows} training "
                 f"windows, {self.seconds:.1f} s; last losses {terms}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA device here (use --device cpu)")
-    return device
 
 
 @dataclass

@@ -178,7 +178,8 @@ def sample_run(cmd: SampleCommand) -> dict:
     from generation.output import motions_to_sequences
     from generation.render import render_filmstrip, render_video
     from generation.sample import sample
-    from generation.train import load_model, resolve_device
+    from generation.device import resolve_device
+    from generation.train import load_model
     from pipeline.export import ExportOptions, append_to_dataset
 
     if cmd.n < 1 or cmd.ddim_steps < 1:

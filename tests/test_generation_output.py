@@ -1,12 +1,12 @@
 """Generated motion as shard sequences (generation.output) and its pictures (generation.render): a known
 pose -> hand model joints -> sequences -> translation recovered, shard round trip, PNG and MP4 read back."""
 
-import cv2
 import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
+from capture.video import read_frames
 from data_schemas.errors import SchemaError
 from data_schemas.shard import NAME_RE, ShardReader, read_shard, write_shard
 from fitting.hand_model.draw import HAND_COLORS
@@ -90,14 +90,7 @@ def test_filmstrip_draws_both_hands(motion, tmp_path):
 def test_video_has_every_frame(motion, tmp_path):
     joints, global_orient, hand_pose, _ = motion
     out = render_video(joints[0], global_orient[0], hand_pose[0], tmp_path / "sample.mp4", fps=30.0)
-    cap = cv2.VideoCapture(str(out))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_frames(out)
     assert len(frames) == F
     assert frames[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     rgb = frames[-1][..., ::-1].astype(int)  # BGR -> RGB
