@@ -7,6 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 HD      := $(BIN)/handdiffuse
 SESSION ?= sessions/demo
+RUN     ?= runs/$(notdir $(SESSION))/handdiffuse
 ARGS    ?=
 
 # torch on these CPUs is far faster when glibc keeps large blocks instead of
@@ -17,15 +18,19 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
 
-.PHONY: help setup browser test test-slow demo validate bench hand-model hand-model-render clean-venv $(STAGES) \
-	annotation-status annotate-stop
+.PHONY: help setup browser test test-slow demo eval-demo all validate bench hand-model hand-model-render clean-venv \
+	$(STAGES) annotation-status annotate-stop
 
 help:
 	@echo "make setup                 create .venv and install everything (idempotent)"
 	@echo "make demo                  run the pipeline on the built-in synthetic capture"
 	@echo "make test                  fast tests;   make test-slow: the slow ones"
 	@echo "make validate SESSION=dir  check every file of a session"
+	@echo "make eval-demo             train the generator, its ablations and the baseline briefly on the"
+	@echo "                           demo's dataset, and print the evaluation tables"
+	@echo "make all SESSION=dir       every stage in order (annotate / merge are a person's)"
 	@echo "make <stage> SESSION=dir   one stage: $(STAGES)"
+	@echo "                           (train / sample / evaluate: the run folder RUN=runs/<session>/handdiffuse)"
 	@echo "                           (options through ARGS, e.g. make detect ARGS=--overlay);"
 	@echo "                           the stages before it run first where their outputs are missing"
 	@echo "make annotate-stop SESSION=dir    stop that session's Label Studio server"
@@ -90,9 +95,33 @@ annotation-status: $(SESSION)/session.toml
 annotate-stop: $(SESSION)/session.toml
 export: fit
 stats: export
+train: export
+sample: train
+evaluate: train
+report: $(SESSION)/session.toml
 
-$(filter-out studio,$(STAGES)) annotation-status annotate-stop: $(STAMP)
+$(filter-out studio train sample evaluate report,$(STAGES)) annotation-status annotate-stop: $(STAMP)
 	$(HD) $@ $(SESSION) $(STAGE_ARGS)
+
+# The generator's stages work on the session's dataset and a run folder.
+train: $(STAMP)
+	$(HD) train --shards $(SESSION)/export --run $(RUN) $(STAGE_ARGS)
+
+sample: $(STAMP)
+	$(HD) sample --run $(RUN) $(STAGE_ARGS)
+
+evaluate: $(STAMP)
+	$(HD) evaluate --runs $(RUN) --shards $(SESSION)/export --out $(dir $(RUN))evaluation $(STAGE_ARGS)
+
+report: $(STAMP)
+	$(HD) report $(SESSION) $(if $(wildcard $(dir $(RUN))),--runs $(dir $(RUN))) $(STAGE_ARGS)
+
+# Every stage whose inputs a session has, in order (annotate / merge wait for a person).
+all: stats sample evaluate
+	$(MAKE) --no-print-directory report SESSION=$(SESSION) RUN=$(RUN)
+
+eval-demo: export
+	$(BIN)/python -m pipeline.eval_demo --session $(SESSION)
 
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
 hand-model: $(STAMP)

@@ -1,7 +1,7 @@
 """``handdiffuse``: one subcommand per stage, each a thin shell over a stage function.
 
 Exit codes: 0 done; 1 bad input or failed validation (one line per cause, naming the
-file); 2 bad command line; 3 the stage is not available in this version.
+file); 2 bad command line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
 from pipeline.log import LOG, log_config, setup_logging
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
 
 @dataclasses.dataclass
@@ -208,25 +208,6 @@ class Queue(FitConfig):
         return EXIT_OK
 
 
-@dataclasses.dataclass
-class _Planned:
-    """A stage whose implementation is not in this version yet: exits 3 and says so."""
-
-    session: tyro.conf.Positional[Path]
-    """Session folder."""
-
-    def run(self) -> int:
-        name = _command_name(self)
-        print(f"error: `handdiffuse {name}` is not available in handdiffuse {__version__} yet", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-
-
-def _planned(name: str, doc: str) -> type:
-    cls = dataclasses.make_dataclass(name.title().replace("-", ""), [], bases=(_Planned,))
-    cls.__doc__ = f"{doc} (not available in this version yet)"
-    return cls
-
-
 # Every stage in pipeline order; `validate` works on the files any of them write.
 STAGES = {
     "studio": "Build a synthetic capture session (camera dome, board and hand videos, ground truth).",
@@ -254,7 +235,7 @@ IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detec
                                  "stats": StatsCommand, "import": ImportCommand,
                                  "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
                                  "report": ReportCommand}
-_COMMANDS: dict[str, type] = {name: IMPLEMENTED.get(name) or _planned(name, doc) for name, doc in STAGES.items()}
+_COMMANDS: dict[str, type] = {name: IMPLEMENTED[name] for name in STAGES}
 _COMMANDS["validate"] = Validate
 _COMMANDS["mano-convert"] = ManoConvert
 

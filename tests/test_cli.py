@@ -129,12 +129,6 @@ def test_detect_missing_session_folder():
     assert _one_error(hd("detect", "somewhere")) == "error: somewhere: session folder not found"
 
 
-def test_planned_stage_says_so():
-    r = hd("evaluate", "somewhere")
-    assert r.returncode == 3
-    assert r.stderr.strip() == "error: `handdiffuse evaluate` is not available in handdiffuse 0.1.0 yet"
-
-
 @pytest.mark.parametrize("stage", ["annotate", "merge", "annotation-status", "annotate-stop", "export"])
 def test_annotation_and_export_missing_session_folder(stage):
     line = _one_error(hd(stage, "somewhere"))
