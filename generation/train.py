@@ -177,7 +177,14 @@ def _read_log(path: Path, upto: int) -> list[dict]:
     """loss.jsonl lines up to step ``upto`` (a killed run may have logged past its checkpoint)."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i + 1 < len(lines):  # only the last line can be cut short by a kill
+                raise SchemaError(path, f"line {i + 1} is not JSON") from None
     return [r for r in rows if r["step"] < upto]
 
 
@@ -199,7 +206,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> HandDiff
             if (path.parent / CHECKPOINT).is_file() else " (train one with `handdiffuse train`)"
         raise SchemaError(path, f"no trained model{hint}")
     try:
-        payload = torch.load(path, map_location=device, weights_only=False)
+        payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise SchemaError(path, f"not a readable model file ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
@@ -246,7 +253,7 @@ def train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpti
     ckpt_path = run / CHECKPOINT
     if ckpt_path.is_file():
         try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         except Exception as e:
             raise SchemaError(ckpt_path, f"unreadable checkpoint ({type(e).__name__}); delete it to start over") from None
         if ckpt.get("format") != RUN_FORMAT or ckpt.get("version") != VERSION:

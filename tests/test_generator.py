@@ -180,3 +180,12 @@ def test_presets_build_and_differ_as_documented():
         assert (m.shde is None) == (not cfg.shde), name
     mdm = PRESETS["mdm"]
     assert mdm.representation == "global" and not mdm.shde and mdm.interaction_weight == mdm.shape_weight == 0
+
+
+def test_a_loss_line_cut_short_by_a_kill_is_dropped_on_resume(shards, tmp_path):
+    train(shards, tmp_path / "r", tiny(), opts(shde_steps=2, ihde_steps=2, checkpoint_every=2))
+    with open(tmp_path / "r" / "loss.jsonl", "a") as f:
+        f.write('{"step": 4, "pha')
+    train(shards, tmp_path / "r", tiny(), opts(shde_steps=2, ihde_steps=4, checkpoint_every=2))
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "loss.jsonl").read_text().splitlines()]
+    assert steps == list(range(6))
