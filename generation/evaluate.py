@@ -77,7 +77,9 @@ class EvaluateOptions:
     evaluator_steps: int = 20000
     """Training steps of a new feature extractor."""
     seed: int = 0
+    """First seed of the repetitions (and of a new feature extractor)."""
     device: str = "auto"
+    """"auto" (CUDA when present), "cpu", "cuda" ..."""
 
 
 @dataclass

@@ -69,9 +69,11 @@ class TrainOptions:
     lr: float = 1e-4
     """AdamW learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     clip: float = 1.0
     """Gradient norm clip."""
     seed: int = 0
+    """Seed of the initial weights, the batches, the diffusion steps and noise, the dropout."""
     device: str = "auto"
     """"auto" (CUDA when present), "cpu", "cuda", "cuda:1" ..."""
     checkpoint_every: int = 500

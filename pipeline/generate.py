@@ -101,6 +101,7 @@ class SampleCommand:
     eta: float = 0.0
     """DDIM eta (0: deterministic given the seed)."""
     seed: int = 0
+    """Seed of the samples (and their names: <run>.<control>.s<seed>.<i>)."""
     out: Optional[Path] = None
     """Output folder (default RUN/samples)."""
     reference: Optional[Path] = None
@@ -118,6 +119,7 @@ class SampleCommand:
     video: bool = True
     """Write the MP4 of the first sample."""
     device: str = "auto"
+    """"auto" (CUDA when present), "cpu", "cuda" ..."""
 
     def run_stage(self) -> int:
         try:
