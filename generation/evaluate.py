@@ -2,7 +2,8 @@
 
 For trained runs (``generation.train``) of one window length T and a dataset:
 
-    1. real windows: every complete T-frame window (stride T / 2) of the ``split`` (test) sequences
+    1. real windows: the complete T-frame windows (every ``real_stride`` frames, at most
+       ``max_real_windows`` of them, evenly spread) of the ``split`` (test) sequences
     2. the feature extractor (``generation.evaluator``): loaded when its file holds the dataset's
        train-split hash, else trained on the train split and saved (so every method is measured
        with the same frozen features)
@@ -61,6 +62,10 @@ class EvaluateOptions:
 
     split: str = "test"
     """Held-out split the real windows come from."""
+    real_stride: int = 0
+    """Frames between the starts of real windows (0: half a window)."""
+    max_real_windows: int = 1000
+    """Real windows used at most (evenly spread over the split)."""
     samples: int = 32
     """Samples per run, condition and repetition (at most as many as real windows are reused)."""
     repetitions: int = 3
@@ -98,13 +103,16 @@ def preset_of(model: HandDiffuse) -> str:
     return next((name for name, cfg in PRESETS.items() if key(cfg) == mine), "")
 
 
-def _real_windows(shards: Path, split: str, window: int) -> dict[str, np.ndarray]:
+def _real_windows(shards: Path, split: str, window: int, opts: EvaluateOptions) -> dict[str, np.ndarray]:
     ds = WindowDataset(shards, window=window, split=split, fields=FIELDS + ("transl", "betas"),
-                       stride=max(1, window // 2))
+                       stride=opts.real_stride or max(1, window // 2))
     idx = ds.complete_windows()
-    if not len(idx):
-        raise SchemaError(manifest_path(shards), f"no complete {window}-frame window in the {split} split to "
-                                                 "evaluate on (export more sequences, or train with a shorter --window)")
+    if len(idx) < 2:
+        raise SchemaError(manifest_path(shards), f"{'no' if not len(idx) else 'one'} complete {window}-frame window "
+                                                 f"in the {split} split to evaluate on; it takes two (export more "
+                                                 "sequences, lower --real-stride, or train with a shorter --window)")
+    if len(idx) > opts.max_real_windows:
+        idx = idx[np.linspace(0, len(idx) - 1, opts.max_real_windows).round().astype(int)]
     items = [ds[int(i)] for i in idx]
     return {f: torch.stack([it[f] for it in items]).numpy() for f in FIELDS + ("transl", "betas")}
 
@@ -143,7 +151,7 @@ def evaluate(runs: list[Path], shards: Path, out: Path, opts: EvaluateOptions) -
         raise SchemaError(runs[0], f"the runs have different windows ({sorted(windows)}): evaluate runs of one length")
     T = windows.pop()
     # 1.
-    real = _real_windows(shards, opts.split, T)
+    real = _real_windows(shards, opts.split, T, opts)
     n_real = len(real["joints"])
     # 2.
     data_hash = dataset_hash(shards, "train")
@@ -159,7 +167,7 @@ def evaluate(runs: list[Path], shards: Path, out: Path, opts: EvaluateOptions) -
                                    f"sample {T}: pass another --evaluator")
     real_features = evaluator.features(real["joints"])
     # 5.
-    train_ref = _real_windows(shards, "train", T)
+    train_ref = _real_windows(shards, "train", T, opts)
     rng = np.random.default_rng(opts.seed)
     real_row = _metrics(real_features, evaluator.features(train_ref["joints"]),
                         _penetration(real["joints"], real["global_orient"], real["hand_pose"], real["transl"],

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
         summary = evaluate(runs, shards, root / "evaluation", EvaluateOptions(
             samples=cfg.samples, repetitions=cfg.repetitions, ddim_steps=cfg.ddim_steps,
-            evaluator_steps=cfg.evaluator_steps, device=cfg.device))
+            evaluator_steps=cfg.evaluator_steps, real_stride=1, device=cfg.device))
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -84,5 +84,5 @@ def test_runs_of_different_windows_are_refused(setup, tmp_path):
 
 def test_no_held_out_window_is_one_line(setup, tmp_path):
     shards, runs, _ = setup
-    with pytest.raises(SchemaError, match="no complete 16-frame window in the val split to evaluate on"):
+    with pytest.raises(SchemaError, match="no complete 16-frame window in the val split to evaluate on; it takes two"):
         evaluate(runs[:1], shards, tmp_path / "e", EvaluateOptions(split="val", device="cpu"))
