@@ -77,8 +77,8 @@ class EvaluateOptions:
     diversity_pairs: int = 300
     """Pairs of MDM's Diversity protocol."""
     evaluator: Path | None = None
-    """Feature extractor file (default OUT/evaluator.pt); trained there when missing or trained on
-    other data."""
+    """Feature extractor file to use, trained on this dataset's train split (default
+    OUT/evaluator.pt, trained there when missing or trained on other data)."""
     evaluator_steps: int = 20000
     """Training steps of a new feature extractor."""
     seed: int = 0
@@ -159,6 +159,8 @@ def evaluate(runs: list[Path], shards: Path, out: Path, opts: EvaluateOptions) -
     try:
         evaluator = load_evaluator(ev_path, expect_data_hash=data_hash, device=str(device))
     except SchemaError:
+        if opts.evaluator is not None:
+            raise  # the user's file: never overwritten
         LOG.info("evaluate: training the feature extractor (%d steps) -> %s", opts.evaluator_steps, ev_path)
         evaluator = train_evaluator(shards, ev_path, EvaluatorConfig(window=T, steps=opts.evaluator_steps,
                                                                      seed=opts.seed, device=str(device)))

@@ -61,7 +61,7 @@ FORMAT = "handdiffuse.evaluator"
 VERSION = 1
 FRAME_DIM = N_KEYPOINTS * 3  # 126
 DECODER_LAYERS = 2
-TRAIN_HINT = "`handdiffuse evaluate` trains one (or give another --evaluator)"
+TRAIN_HINT = "`handdiffuse evaluate` without --evaluator trains one"
 
 log = logging.getLogger(__name__)
 

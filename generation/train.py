@@ -248,7 +248,8 @@ def train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpti
     torch.manual_seed(opts.seed)  # the initial weights
     model = HandDiffuse(model_cfg).to(device)
     run_info = {"format": RUN_FORMAT, "version": VERSION, "model": dataclasses.asdict(model_cfg),
-                "shde_steps": shde_steps, "shards": str(shards.resolve()), "data_hash": data_hash}
+                "shde_steps": shde_steps, "shards": str(shards.resolve()), "data_hash": data_hash,
+                "fps": float(np.median(ds.rows["fps"]))}  # of the training data: the samples'
 
     # resume
     start, phase_opt = 0, None

@@ -179,8 +179,8 @@ def sample_run(cmd: SampleCommand) -> dict:
     from generation import controls
     from generation.output import motions_to_sequences
     from generation.render import render_filmstrip, render_video
-    from generation.sample import sample
     from generation.device import resolve_device
+    from generation.sample import sample
     from generation.train import load_model
     from pipeline.export import ExportOptions, append_to_dataset
 

@@ -73,6 +73,19 @@ def test_evaluate_writes_both_tables_and_the_metrics(setup, capsys):
     assert (out / "evaluator.pt").stat().st_mtime_ns == stamp
 
 
+def test_a_given_feature_extractor_of_other_data_is_refused_not_overwritten(setup, tmp_path):
+    shards, runs, root = setup
+    other = tmp_path / "other"
+    append_to_dataset(other, [posed_sequence(f"o.s{i}", 40, seed=40 + i) for i in range(3)],
+                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+    from generation.evaluator import EvaluatorConfig, train_evaluator
+    train_evaluator(other, tmp_path / "ev.pt", EvaluatorConfig(window=WINDOW, steps=2, width=32, feedforward=64))
+    stamp = (tmp_path / "ev.pt").stat().st_mtime_ns
+    with pytest.raises(SchemaError, match="ev.pt: trained on other data"):
+        evaluate(runs[:1], shards, tmp_path / "e", EvaluateOptions(evaluator=tmp_path / "ev.pt", device="cpu"))
+    assert (tmp_path / "ev.pt").stat().st_mtime_ns == stamp
+
+
 def test_runs_of_different_windows_are_refused(setup, tmp_path):
     shards, runs, _ = setup
     other = tmp_path / "long"

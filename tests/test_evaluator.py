@@ -19,7 +19,7 @@ WINDOW = 16
 LENGTHS = [60, 48, 40, 52]
 TINY = EvaluatorConfig(window=WINDOW, width=32, layers=1, heads=2, feedforward=64, feature_dim=8, dropout=0.0,
                        steps=60, batch_size=8, lr=3e-3, seed=0, stride=2, stats_windows=64, device="cpu")
-HINT = "`handdiffuse evaluate` trains one (or give another --evaluator)"
+HINT = "`handdiffuse evaluate` without --evaluator trains one"
 
 
 def smooth_sequence(name: str, n_frames: int, seed: int):

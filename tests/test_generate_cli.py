@@ -51,6 +51,7 @@ def test_train_writes_the_run_folder(run, capsys):
         assert (run / name).is_file(), name
     info = json.loads((run / "run.json").read_text())
     assert info["model"]["size"] == "tiny" and info["shde_steps"] == 6 and info["train"]["ihde_steps"] == 6
+    assert info["fps"] == 30.0
     assert main(["train", "--shards", info["shards"], "--run", str(run), *TINY, "--shde-steps", "6",
                  "--ihde-steps", "6"]) == 0
     assert "trained to step 12 already; nothing to do" in capsys.readouterr().out
