@@ -26,11 +26,13 @@ what that manifest holds and writes the rest.
 
 The split (train / val / test) is by sequence, never by frame: a hash of (split seed,
 sequence name) against the ratios, so it is reproducible and a sequence keeps its split
-when data is added. The manifest records the split options; appending with others is an error.
+when data is added. The manifest records the split options: an export without split options
+keeps the dataset's, one with others is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -74,10 +76,12 @@ _EXIT_OK, _EXIT_BAD_INPUT, _EXIT_USAGE = 0, 1, 2  # pipeline.cli's exit codes
 class ExportOptions:
     shard_mb: float = 1024.0
     """Target shard size in MB (2**20 bytes) of uncompressed arrays; a longer sequence gets a shard to itself."""
-    split_seed: int = 0
-    """Seed of the train/val/test assignment (a hash of seed and sequence name, fixed per sequence)."""
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """Shares of train, val and test sequences (sum 1)."""
+    split_seed: int | None = None
+    """Seed of the train/val/test assignment (a hash of seed and sequence name, fixed per
+    sequence). Default: the dataset's own; 0 for a new dataset."""
+    split_ratios: tuple[float, float, float] | None = None
+    """Shares of train, val and test sequences (sum 1). Default: the dataset's own; 0.8 0.1 0.1
+    for a new dataset."""
     mano_dir: Path | None = None
     """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl, for sequences fitted with MANO (default
     $HANDDIFFUSE_MANO_DIR): the export computes their joints with the model the fit used."""
@@ -85,6 +89,8 @@ class ExportOptions:
     def validate(self, source: str | Path) -> None:
         if not (np.isfinite(self.shard_mb) and self.shard_mb > 0):
             raise SchemaError(source, f"shard_mb must be positive, got {self.shard_mb}")
+        if self.split_ratios is None:
+            return
         r = np.asarray(self.split_ratios, dtype=float)
         if r.shape != (3,) or not np.isfinite(r).all() or (r < 0).any() or abs(r.sum() - 1) > 1e-6:
             raise SchemaError(source, f"split_ratios must be 3 shares >= 0 (train, val, test) that sum to 1, "
@@ -171,17 +177,25 @@ def _manifest_row(seq: ShardSequence, shard_name: str, fingerprint: str, split: 
     }
 
 
+DEFAULT_SPLIT_SEED, DEFAULT_SPLIT_RATIOS = 0, (0.8, 0.1, 0.1)
+
+
 def _open_manifest(out: Path, opts: ExportOptions):
-    """The dataset's manifest (empty for a new folder); its split options must be ``opts``'."""
+    """The dataset's manifest (empty for a new folder) and ``opts`` with its split options: the
+    dataset's own where ``opts`` leaves them out; given ones must be the dataset's."""
     if not manifest_path(out).is_file():
-        return empty_manifest()
+        return empty_manifest(), dataclasses.replace(
+            opts, split_seed=DEFAULT_SPLIT_SEED if opts.split_seed is None else opts.split_seed,
+            split_ratios=DEFAULT_SPLIT_RATIOS if opts.split_ratios is None else tuple(opts.split_ratios))
     df = read_manifest(out)
     seed, ratios = df.attrs["split_seed"], df.attrs["split_ratios"]
-    if seed != opts.split_seed or not np.allclose(ratios, opts.split_ratios, atol=1e-9):
+    given_seed = seed if opts.split_seed is None else opts.split_seed
+    given_ratios = ratios if opts.split_ratios is None else opts.split_ratios
+    if seed != given_seed or not np.allclose(ratios, given_ratios, atol=1e-9):
         raise SchemaError(manifest_path(out), f"this dataset is split with split_seed {seed} and split_ratios "
-                          f"{tuple(ratios)}, not {opts.split_seed} and {tuple(opts.split_ratios)}: export with "
-                          "the same split options, or into a new folder")
-    return df
+                          f"{tuple(ratios)}, not {given_seed} and {tuple(given_ratios)}: export with "
+                          "the same split options (or none), or into a new folder")
+    return df, dataclasses.replace(opts, split_seed=seed, split_ratios=tuple(ratios))
 
 
 def _next_shard_index(out: Path, manifest) -> int:
@@ -214,7 +228,7 @@ def append_to_dataset(out: Path, sequences: Iterable[ShardSequence], opts: Expor
     t0 = time.perf_counter()
     out = Path(out)
     opts.validate(out)
-    manifest = _open_manifest(out, opts)
+    manifest, opts = _open_manifest(out, opts)
     if out.is_dir():
         remove_stale_partials(out)  # temp files of a killed run: never part of the dataset
     known = dict(zip(manifest["name"], manifest["fingerprint"]))
@@ -396,7 +410,7 @@ def export_sessions(sessions: list[Path], out: Path, opts: ExportOptions | None 
         inputs += got
         without += missing
     # 2.
-    manifest = _open_manifest(out, opts)
+    manifest, _ = _open_manifest(out, opts)
     known = dict(zip(manifest["name"], manifest["fingerprint"]))
     todo = [i for i in inputs if known.get(i.name) != i.fingerprint]
     for item in todo:  # the hand models load (or fail) before anything is written

@@ -213,7 +213,11 @@ def test_split_is_reproducible_and_by_sequence(tmp_path):
         append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], ExportOptions(split_seed=3))
     assert str(e.value) == (
         f"{tmp_path / 'b' / 'manifest.parquet'}: this dataset is split with split_seed 0 and split_ratios "
-        "(0.5, 0.25, 0.25), not 3 and (0.8, 0.1, 0.1): export with the same split options, or into a new folder")
+        "(0.5, 0.25, 0.25), not 3 and (0.5, 0.25, 0.25): export with the same split options (or none), or into a "
+        "new folder")
+    append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], ExportOptions())  # none: the dataset's
+    m = read_manifest(tmp_path / "b")
+    assert m.attrs["split_ratios"] == (0.5, 0.25, 0.25) and "imp.new" in set(m["name"])
 
 
 def test_shards_group_by_fps_and_fill_to_the_target_size(tmp_path):
