@@ -76,10 +76,7 @@ class _ReferenceControl(Control):
     def __init__(self, model: HandDiffuse, reference: Reference):
         with torch.no_grad():
             self.enc: Encoded = model.encode(reference.joints, reference.global_orient, reference.hand_pose)
-        from generation.representation import canonicalize, rotations_from_axis_angle
-
-        _, self.rotations, _ = canonicalize(reference.joints, rotations_from_axis_angle(
-            reference.global_orient, reference.hand_pose), model.rep.config)  # (n, T, 2, 16, 4)
+        self.rotations = self.enc.rotations  # (n, T, 2, 16, 4), sequence frame
         self.model = model
         self.frame = self.enc.frame
 

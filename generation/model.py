@@ -98,7 +98,8 @@ class Encoded:
     x: torch.Tensor  # (B, T, D) two-hand representation, sequence frame
     hands: torch.Tensor  # (B, 2, T, 187) left, mirrored right; root motion zeroed
     joints: torch.Tensor  # (B, T, 42, 3) m, sequence frame
-    frame: SequenceFrame  # world -> sequence frame
+    frame: SequenceFrame | None  # world -> sequence frame
+    rotations: torch.Tensor | None = None  # (B, T, 2, 16, 4), sequence frame
 
 
 @dataclass
@@ -138,7 +139,7 @@ class HandDiffuse(nn.Module):
         local = x if isinstance(self.rep, LocalRep) else self.local.encode_canonical(p, rot)
         hands = torch.stack([zero_global_motion(local[..., LocalRep.LEFT]),
                              mirror_right_to_left(zero_global_motion(local[..., LocalRep.RIGHT]))], dim=1)
-        return Encoded(x=x, hands=hands, joints=p, frame=frame)
+        return Encoded(x=x, hands=hands, joints=p, frame=frame, rotations=rot)
 
     def condition(self, hands_z: torch.Tensor) -> torch.Tensor:
         """Normalised hand blocks (B, 2, T, 187) -> IHDe's per-frame condition (B, T, 374)."""
