@@ -4,7 +4,7 @@
 
 Prints, per denoiser size (the CLI's ``--size``; the target is for "cpu")::
 
-    generation size=<s> sample_seconds=<s> frames=200 ddim_steps=50 train_steps_per_s=<r> batch=16 ...
+    generation sample_seconds=<s> frames=200 ddim_steps=50 train_steps_per_s=<r> size=<size> batch=16 ...
 
 ``sample_seconds``: the best of 3 timed samples (after one untimed) of one two-hand motion:
 SHDe's DDIM on both hands + IHDe's Interacting Hands DDIM + decoding (the complete model, local
@@ -78,8 +78,8 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         sample_s = _timed_sample(model, a.frames, a.ddim_steps)
         rate = _train_rate(model, a.frames, a.batch_size, a.train_seconds)
-        print(f"generation size={size} sample_seconds={sample_s:.3f} frames={a.frames} ddim_steps={a.ddim_steps} "
-              f"train_steps_per_s={rate:.2f} batch={a.batch_size} params_M={params:.1f} "
+        print(f"generation sample_seconds={sample_s:.3f} frames={a.frames} ddim_steps={a.ddim_steps} "
+              f"train_steps_per_s={rate:.2f} size={size} batch={a.batch_size} params_M={params:.1f} "
               f"threads={torch.get_num_threads()} target_sample_seconds=1.0", flush=True)
 
 
