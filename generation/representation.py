@@ -305,13 +305,10 @@ def _velocity(x: torch.Tensor) -> torch.Tensor:
 
 # -- global rep --------------------------------------------------------------------------------
 
-class GlobalRep:
-    """Joint positions, velocities and rotations of both hands in the sequence frame (D = 380)."""
+class _Representation:
+    """What both representations share: the sequence frame and encoding from the world."""
 
-    POSITIONS = slice(0, 126)
-    VELOCITIES = slice(126, 252)
-    ROTATIONS = slice(252, 380)
-    dim = 380
+    dim: int
 
     def __init__(self, config: RepresentationConfig | None = None):
         self.config = config or RepresentationConfig()
@@ -321,9 +318,22 @@ class GlobalRep:
         return sequence_frame(joints, self.config)
 
     def encode(self, joints: torch.Tensor, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
-        """(B, T, 42, 3), (B, T, 2, 3), (B, T, 2, 45) world -> (B, T, 380)."""
+        """(B, T, 42, 3), (B, T, 2, 3), (B, T, 2, 45) world -> (B, T, dim)."""
         p, rot, _ = canonicalize(joints, rotations_from_axis_angle(global_orient, hand_pose), self.config)
         return self.encode_canonical(p, rot)
+
+    @staticmethod
+    def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GlobalRep(_Representation):
+    """Joint positions, velocities and rotations of both hands in the sequence frame (D = 380)."""
+
+    POSITIONS = slice(0, 126)
+    VELOCITIES = slice(126, 252)
+    ROTATIONS = slice(252, 380)
+    dim = 380
 
     @staticmethod
     def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
@@ -429,7 +439,7 @@ def zero_global_motion(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class LocalRep:
+class LocalRep(_Representation):
     """Per-hand root velocities, root-frame joints and rotations, plus the hands' start (D = 385)."""
 
     LEFT = slice(0, HAND_DIM)
@@ -440,22 +450,10 @@ class LocalRep:
     RIGHT_RELATIVE_POSITION = slice(382, 385)
     dim = 385
 
-    def __init__(self, config: RepresentationConfig | None = None):
-        self.config = config or RepresentationConfig()
-
     @staticmethod
     def hand(h: int) -> slice:
         """Index range of hand h's block (0 left, 1 right)."""
         return slice(h * HAND_DIM, (h + 1) * HAND_DIM)
-
-    def frame(self, joints: torch.Tensor) -> SequenceFrame:
-        """(B, T, 42, 3) world joints -> their sequence frame (to give ``decode`` to return to the world)."""
-        return sequence_frame(joints, self.config)
-
-    def encode(self, joints: torch.Tensor, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
-        """(B, T, 42, 3), (B, T, 2, 3), (B, T, 2, 45) world -> (B, T, 385)."""
-        p, rot, _ = canonicalize(joints, rotations_from_axis_angle(global_orient, hand_pose), self.config)
-        return self.encode_canonical(p, rot)
 
     @staticmethod
     def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
