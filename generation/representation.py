@@ -67,6 +67,7 @@ the floored std of each feature.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -305,7 +306,7 @@ def _velocity(x: torch.Tensor) -> torch.Tensor:
 
 # -- global rep --------------------------------------------------------------------------------
 
-class _Representation:
+class _Representation(abc.ABC):
     """What both representations share: the sequence frame and encoding from the world."""
 
     dim: int
@@ -323,8 +324,9 @@ class _Representation:
         return self.encode_canonical(p, rot)
 
     @staticmethod
+    @abc.abstractmethod
     def encode_canonical(p: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Sequence-frame joints (B, T, 42, 3) and rotations (B, T, 2, 16, 4) -> (B, T, dim)."""
 
 
 class GlobalRep(_Representation):
