@@ -48,12 +48,22 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 
 
 def remove_stale_partials(folder: str | Path) -> list[Path]:
-    """Delete temp files left by killed writers under ``folder``; return them."""
+    """Delete temp files left by killed writers under ``folder``; return them.
+
+    Call it only while holding ``folder``'s lock (``data_schemas.lock.writing`` does): a
+    partial there is then no running writer's. A subfolder that is a place of its own (it
+    has a lock file) is left to its own writer.
+    """
+    from data_schemas.lock import is_place
+
     removed = []
-    for p in Path(folder).rglob(f".*{PARTIAL_MARKER}*"):
-        if p.is_file():
-            p.unlink()
-            removed.append(p)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_place(Path(dirpath) / d))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if is_partial(p) and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed.append(p)
     return removed
 
 

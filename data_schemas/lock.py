@@ -1,7 +1,8 @@
 """Exclusive locks on the shared places stages write: a sequence's outputs, a dataset folder,
 the annotation folder (queue.jsonl), a run folder.
 
-A place is a folder; its lock is the file ``<folder>/.lock``, held with ``fcntl.flock`` for
+A place is a folder; its lock is the file ``.<folder name>.lock`` beside it (so locking
+creates nothing inside the place, nor the place itself), held with ``fcntl.flock`` for
 as long as the writer runs and released by the kernel when the process ends, however it
 ends (a SIGKILLed writer never leaves a place locked). The lock file names its holder
 (pid, command, since when), so a second writer can say whom it waits for::
@@ -29,7 +30,7 @@ from typing import Iterator
 
 from data_schemas.errors import SchemaError
 
-LOCK_NAME = ".lock"
+LOCK_SUFFIX = ".lock"
 LOG = logging.getLogger("handdiffuse")
 
 _held: dict[str, list] = {}  # real path of the lock file -> [fd, depth]
@@ -41,7 +42,13 @@ class LockedError(SchemaError):
 
 
 def lock_path(place: str | Path) -> Path:
-    return Path(place) / LOCK_NAME
+    real = Path(os.path.realpath(place))
+    return real.parent / f".{real.name}{LOCK_SUFFIX}"
+
+
+def is_place(folder: str | Path) -> bool:
+    """Whether ``folder`` has been locked as a place of its own (its lock file exists)."""
+    return lock_path(folder).exists()
 
 
 def holder(place: str | Path) -> str:
@@ -58,11 +65,11 @@ def holder(place: str | Path) -> str:
 
 @contextlib.contextmanager
 def hold(place: str | Path, command: str, wait: bool = True) -> Iterator[Path]:
-    """Hold the exclusive lock of folder ``place`` (created if missing); yield the lock file."""
+    """Hold the exclusive lock of folder ``place``; yield the lock file."""
     place = Path(place)
     try:
-        place.mkdir(parents=True, exist_ok=True)
         path = lock_path(place)
+        path.parent.mkdir(parents=True, exist_ok=True)
         key = os.path.realpath(path)
         with _guard:
             if key in _held:
@@ -116,3 +123,25 @@ def _write_holder(fd: int, command: str) -> None:
         os.pwrite(fd, data, 0)
     except OSError:
         pass  # a full disk: the lock holds all the same, the holder is just not named
+
+
+@contextlib.contextmanager
+def writing(place: str | Path, command: str, wait: bool = True) -> Iterator[Path]:
+    """``hold`` the place, then clear the temp files killed writers left in it (safe only
+    under the lock: no running writer's partial can be there)."""
+    from data_schemas.atomic import remove_stale_partials
+
+    with hold(place, command, wait) as path:
+        for p in remove_stale_partials(place):
+            LOG.info("%s: removed %s, left by an interrupted run", command, p)
+        yield path
+
+
+@contextlib.contextmanager
+def writing_all(places: list[Path], command: str, wait: bool = True) -> Iterator[None]:
+    """``writing`` every place of ``places``, taken in sorted order so that two stages that
+    lock overlapping sets never wait for each other in a cycle."""
+    with contextlib.ExitStack() as stack:
+        for place in sorted({Path(os.path.realpath(p)) for p in places}):
+            stack.enter_context(writing(place, command, wait))
+        yield

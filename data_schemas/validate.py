@@ -109,11 +109,12 @@ def _check_file(path: Path) -> tuple[str, str]:
 
 def _check_manifest(path: Path) -> tuple[str, str]:
     """The manifest against the shards beside it: each row's shard and group exist, and agree on
-    frames and fps. A shard that does not open is left to its own check, which says why."""
+    frames and fps; every shard file is in it. A shard that does not open is left to its own
+    check, which says why."""
     df = manifest.read_manifest(path)
     problems: list[str] = []
     for name, rows in df.groupby("shard", sort=True):
-        shard_path = path.parent / str(name)
+        shard_path = manifest.shard_path(path, name)
         if not shard_path.is_file():
             problems.append(str(SchemaError(path, f"sequence '{rows['name'].iloc[0]}' is in shard '{name}', "
                                                   "which does not exist")))
@@ -131,6 +132,10 @@ def _check_manifest(path: Path) -> tuple[str, str]:
                     problems.append(str(SchemaError(path, f"{where}: {row.frames} frames, the shard holds {n}")))
                 elif abs(reader.fps - row.fps) > 1e-9:
                     problems.append(str(SchemaError(path, f"{where}: fps {row.fps:g}, the shard's is {reader.fps:g}")))
+    listed = {str(n) for n in df["shard"]}
+    for orphan in sorted(p.name for p in path.parent.glob("shard-*.h5") if p.name not in listed):
+        problems.append(str(SchemaError(path.parent / orphan, "shard not in the manifest (left by an interrupted "
+                                                              "export): run `handdiffuse export` again to remove it")))
     if problems:
         raise _Problems(problems, "manifest")
     counts = df["split"].value_counts()

@@ -40,9 +40,11 @@ from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
+from data_schemas.lock import writing, writing_all
 from data_schemas.mano import ManoFit, read_mano, write_mano
 from data_schemas.queue import QueueItem, read_queue, write_queue
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, MANO, QUEUE, Session
+from data_schemas.session import (CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, MANO, QUEUE,
+                                  SEQUENCE_DIR, Session)
 from fitting.fit import FitInputs, FitOptions, fit_sequence
 from fitting.quality import QualityRule, choose_views, measure
 
@@ -193,18 +195,24 @@ def fit_one(job: tuple[Path, str, FitConfig, str]) -> FittedSequence:
 
 def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Executor | None = None) -> list[FitSummary]:
     """Fit every sequence with joints3d.h5 (or ``cfg.sequences``); fits run on ``executor`` (default:
-    local, ``cfg.workers`` processes; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray)."""
+    local, ``cfg.workers`` processes; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray).
+    The sequences' folders are locked while it runs, the annotation folder while the queue is written."""
     cfg = cfg or FitConfig()
     if cfg.threads < 1:
         raise SchemaError(root, "fit needs --threads >= 1")
-    executor = executor or cfg.local_executor(cfg.workers)
     session = Session.open(root)
-    names = cfg.sequences or [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
+    names = session.select_sequences(cfg.sequences, "fit") if cfg.sequences else \
+        [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
     for s in names:
         if not session.path(JOINTS3D, seq=s).is_file():
             raise SchemaError(session.path(JOINTS3D, seq=s), "file not found: run `handdiffuse triangulate` first")
     if not names:
         raise SchemaError(session.root / "sequences", "no sequence has joints3d.h5: run `handdiffuse triangulate` first")
+    with writing_all([session.path(SEQUENCE_DIR, seq=s) for s in names], "fit"):
+        return _fit_sequences(session, names, cfg, executor or cfg.local_executor(cfg.workers))
+
+
+def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor: Executor) -> list[FitSummary]:
     summaries: dict[str, FitSummary] = {}
     jobs = []
     for seq in names:
@@ -243,9 +251,10 @@ def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: flo
 
 def _replace_queue(session: Session, seq: str, items: list[QueueItem]) -> None:
     path = session.root / QUEUE
-    kept = [i for i in read_queue(path) if i.sequence != seq] if path.is_file() else []
-    merged = sorted(kept + items, key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
-    write_queue(path, merged)
+    with writing(path.parent, "fit"):
+        kept = [i for i in read_queue(path) if i.sequence != seq] if path.is_file() else []
+        merged = sorted(kept + items, key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
+        write_queue(path, merged)
 
 
 def queue_session(root: str | Path, cfg: FitConfig | None = None) -> list[QueueItem]:
@@ -256,7 +265,8 @@ def queue_session(root: str | Path, cfg: FitConfig | None = None) -> list[QueueI
 
     cfg = cfg or FitConfig()
     session = Session.open(root)
-    names = [s for s in (cfg.sequences or session.sequences) if session.path(MANO, seq=s).is_file()]
+    chosen = session.select_sequences(cfg.sequences, "queue") if cfg.sequences else session.sequences
+    names = [s for s in chosen if session.path(MANO, seq=s).is_file()]
     if not names:
         raise SchemaError(session.root / "sequences", "no sequence has mano.h5: run `handdiffuse fit` first")
     model = _model(cfg)
@@ -271,5 +281,6 @@ def queue_session(root: str | Path, cfg: FitConfig | None = None) -> list[QueueI
         m = Measures(fit.quality, m.view_error, m.projected)  # the flags the fit stage decided
         items += choose_views(m, rig, cfg.rule, seq, fit.frames, joints)
     items.sort(key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
-    write_queue(session.root / QUEUE, items)
+    with writing((session.root / QUEUE).parent, "queue"):
+        write_queue(session.root / QUEUE, items)
     return items

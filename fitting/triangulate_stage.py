@@ -29,7 +29,8 @@ from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
 from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, Session
+from data_schemas.lock import writing
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, SEQUENCE_DIR, Session
 from fitting.triangulate import INLIER_PX, triangulate
 
 LOG = logging.getLogger("handdiffuse")
@@ -95,47 +96,54 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
         raise SchemaError(calibration, "file not found; run `handdiffuse calibrate` first")
     summaries = []
     for seq in names:
-        t0 = time.perf_counter()
-        kp_path, out = session.path(KEYPOINTS2D, seq=seq), session.path(JOINTS3D, seq=seq)
-        if not kp_path.is_file():
-            raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
-        manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
-        fp = fingerprint(kp_path, calibration, cfg, manual_path)
-        if out.is_file():
-            try:
-                old = read_joints3d(out)
-            except SchemaError:
-                old = None
-            if old is not None and old.inputs == fp:
-                summaries.append(SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True))
-                continue
-        # 1.
-        kp = read_keypoints2d(kp_path)
-        rig = read_calibration(calibration)
-        for name, size in zip(kp.cameras, kp.image_sizes):
-            if name not in rig.names:
-                raise SchemaError(calibration, f"camera '{name}' (in {seq}/keypoints2d.h5) is missing from the "
-                                  "calibration")
-            if tuple(rig[name].size) != tuple(int(v) for v in size):
-                raise SchemaError(calibration, f"camera '{name}' is calibrated at {rig[name].size[0]}x"
-                                  f"{rig[name].size[1]} px but {seq}/keypoints2d.h5 has {size[0]}x{size[1]} px images")
-        rig = rig.subset(kp.cameras, calibration)
-        # a person's points (handdiffuse merge) over the detections, weighted above them
-        manual = read_keypoints2d(manual_path) if manual_path.is_file() else None
-        keypoints = overlay_manual(kp.keypoints, kp.cameras, kp.frames, manual)
-        score = keypoints[..., 2]
-        if not (score > 0).any():
-            raise SchemaError(kp_path, "no hand keypoints detected in any camera")
-        if not (score > cfg.min_score).any():
-            raise SchemaError(kp_path, f"no hand keypoints with a score above min_score={cfg.min_score} in any camera")
-        # 2.
-        result = triangulate(rig, keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
-        # 3.
-        j = Joints3D(kp.frames, result.joints, result.reproj_error, result.n_cameras, kp.fps, result.method,
-                     inputs=fp, cameras=kp.cameras, swapped=result.swapped)
-        write_joints3d(out, j)
-        summary = SequenceSummary.of(seq, j, time.perf_counter() - t0)
-        LOG.info("triangulated %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %.1f s", seq,
-                 summary.frames, 100 * summary.triangulated, summary.reproj_px, summary.swapped_views, summary.seconds)
+        with writing(session.path(SEQUENCE_DIR, seq=seq), "triangulate"):
+            summary = _triangulate_sequence(session, seq, calibration, cfg)
+        if not summary.skipped:
+            LOG.info("triangulated %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %.1f s", seq,
+                     summary.frames, 100 * summary.triangulated, summary.reproj_px, summary.swapped_views,
+                     summary.seconds)
         summaries.append(summary)
     return summaries
+
+
+def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: TriangulateConfig) -> SequenceSummary:
+    """One sequence (steps 1-3), skipped when its joints3d.h5 has the inputs' fingerprint."""
+    t0 = time.perf_counter()
+    kp_path, out = session.path(KEYPOINTS2D, seq=seq), session.path(JOINTS3D, seq=seq)
+    if not kp_path.is_file():
+        raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
+    manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
+    fp = fingerprint(kp_path, calibration, cfg, manual_path)
+    if out.is_file():
+        try:
+            old = read_joints3d(out)
+        except SchemaError:
+            old = None
+        if old is not None and old.inputs == fp:
+            return SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True)
+    # 1.
+    kp = read_keypoints2d(kp_path)
+    rig = read_calibration(calibration)
+    for name, size in zip(kp.cameras, kp.image_sizes):
+        if name not in rig.names:
+            raise SchemaError(calibration, f"camera '{name}' (in {seq}/keypoints2d.h5) is missing from the "
+                              "calibration")
+        if tuple(rig[name].size) != tuple(int(v) for v in size):
+            raise SchemaError(calibration, f"camera '{name}' is calibrated at {rig[name].size[0]}x"
+                              f"{rig[name].size[1]} px but {seq}/keypoints2d.h5 has {size[0]}x{size[1]} px images")
+    rig = rig.subset(kp.cameras, calibration)
+    # a person's points (handdiffuse merge) over the detections, weighted above them
+    manual = read_keypoints2d(manual_path) if manual_path.is_file() else None
+    keypoints = overlay_manual(kp.keypoints, kp.cameras, kp.frames, manual)
+    score = keypoints[..., 2]
+    if not (score > 0).any():
+        raise SchemaError(kp_path, "no hand keypoints detected in any camera")
+    if not (score > cfg.min_score).any():
+        raise SchemaError(kp_path, f"no hand keypoints with a score above min_score={cfg.min_score} in any camera")
+    # 2.
+    result = triangulate(rig, keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
+    # 3.
+    j = Joints3D(kp.frames, result.joints, result.reproj_error, result.n_cameras, kp.fps, result.method,
+                 inputs=fp, cameras=kp.cameras, swapped=result.swapped)
+    write_joints3d(out, j)
+    return SequenceSummary.of(seq, j, time.perf_counter() - t0)

@@ -29,6 +29,7 @@ Normalisation statistics are fitted once, before step 0, on up to ``stats_window
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -44,6 +45,7 @@ import torch
 
 from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.errors import SchemaError
+from data_schemas.lock import writing
 from data_schemas.manifest import manifest_path
 from generation.data import WindowDataset, dataset_hash
 from generation.device import resolve_device
@@ -223,9 +225,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> HandDiff
 
 
 def train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOptions) -> TrainSummary:
-    """Train (or resume) the run in ``run`` on the train split of the dataset ``shards``."""
+    """Train (or resume) the run in ``run`` on the train split of the dataset ``shards``; the run
+    folder is locked while it trains (by the writing process, rank 0 under torchrun)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with writing(run, "train") if main else contextlib.nullcontext():
+        return _train(Path(shards), Path(run), model_cfg, opts)
+
+
+def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOptions) -> TrainSummary:
     t_start = time.perf_counter()
-    shards, run = Path(shards), Path(run)
     ranks, device = _init_distributed(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)

@@ -20,9 +20,12 @@ A sequence's dataset name is ``<session name>.<sequence folder>``. Per run:
 
 The dataset only grows: a shard file, once written, is never rewritten. A sequence whose
 inputs changed is written again into a new shard and its manifest row re-pointed there;
-the old copy stays in its shard, unreferenced (readers go through the manifest). A run
-killed at any moment leaves the manifest of the last complete shard; the next run skips
-what that manifest holds and writes the rest.
+the old copy stays in its shard, unreferenced (readers go through the manifest), until no
+row points to that shard any more: then the shard is deleted. A run killed at any moment
+leaves the manifest of the last complete shard; the next run deletes shards the manifest
+does not name (the killed run's), exports again a sequence whose shard is missing, skips
+what the manifest holds and writes the rest. One export writes a dataset folder at a time
+(a lock beside it, ``data_schemas.lock``): a second waits for the first, saying so.
 
 The split (train / val / test) is by sequence, never by frame: a hash of (split seed,
 sequence name) against the ratios, so it is reproducible and a sequence keeps its split
@@ -36,6 +39,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import re
 import sys
 import time
@@ -48,10 +52,10 @@ import tyro
 
 from data_schemas import h5io
 from data_schemas import shard as shard_format
-from data_schemas.atomic import remove_stale_partials
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
+from data_schemas.lock import writing
 from data_schemas.manifest import SPLITS, empty_manifest, manifest_path, read_manifest, write_manifest
 from data_schemas.mano import ManoFit, read_mano
 from data_schemas.session import KEYPOINTS2D_MANUAL, MANO, SESSION_TOML, Session
@@ -70,6 +74,7 @@ FK_BATCH = 8192  # frames per hand-model call
 _SHARD_RE = re.compile(r"^shard-(\d+)\.h5$")
 _ARRAYS = shard_format.FRAME_FIELDS + ("betas",)
 _EXIT_OK, _EXIT_BAD_INPUT, _EXIT_USAGE = 0, 1, 2  # pipeline.cli's exit codes
+LOG = logging.getLogger("handdiffuse")
 
 
 @dataclass
@@ -198,6 +203,23 @@ def _open_manifest(out: Path, opts: ExportOptions):
     return df, dataclasses.replace(opts, split_seed=seed, split_ratios=tuple(ratios))
 
 
+def _known(out: Path, manifest) -> dict[str, str]:
+    """name -> fingerprint of the manifest's sequences whose shard file exists (a row whose
+    shard is missing is exported again)."""
+    return {n: fp for n, fp, sh in zip(manifest["name"], manifest["fingerprint"], manifest["shard"])
+            if (out / str(sh)).is_file()}
+
+
+def _remove_orphans(out: Path, manifest) -> list[str]:
+    """Delete the shard files no manifest row points to: written by a run killed before its
+    manifest, or holding only copies re-exported since. Only under the dataset's lock."""
+    listed = {str(s) for s in manifest["shard"]}
+    orphans = sorted(p for p in out.glob("shard-*.h5") if _SHARD_RE.match(p.name) and p.name not in listed)
+    for p in orphans:
+        p.unlink()
+    return [p.name for p in orphans]
+
+
 def _next_shard_index(out: Path, manifest) -> int:
     """One past every shard index in the folder or the manifest: no file is ever written twice."""
     used = [int(m.group(1)) for p in out.glob("shard-*.h5") if (m := _SHARD_RE.match(p.name))]
@@ -225,13 +247,19 @@ def append_to_dataset(out: Path, sequences: Iterable[ShardSequence], opts: Expor
     re-pointed. Sequences stream through: at most ``shard_mb`` per fps is held in memory.
     Each finished shard is renamed into place, then the manifest rewritten atomically.
     """
-    t0 = time.perf_counter()
     out = Path(out)
     opts.validate(out)
+    with writing(out, "export"):  # one writer at a time; clears a killed run's temp files
+        return _append(out, sequences, opts, fingerprints)
+
+
+def _append(out: Path, sequences: Iterable[ShardSequence], opts: ExportOptions,
+            fingerprints: dict[str, str] | None) -> ExportSummary:
+    t0 = time.perf_counter()
     manifest, opts = _open_manifest(out, opts)
-    if out.is_dir():
-        remove_stale_partials(out)  # temp files of a killed run: never part of the dataset
-    known = dict(zip(manifest["name"], manifest["fingerprint"]))
+    if out.is_dir() and (orphans := _remove_orphans(out, manifest)):
+        LOG.info("export: removed %s, not in the manifest (an interrupted run's)", ", ".join(orphans))
+    known = _known(out, manifest)
     splits = dict(zip(manifest["name"], manifest["split"]))
     summary = ExportSummary(out)
     next_index = _next_shard_index(out, manifest)
@@ -275,6 +303,8 @@ def append_to_dataset(out: Path, sequences: Iterable[ShardSequence], opts: Expor
         pending_bytes[fps] = pending_bytes.get(fps, 0) + size
     for fps in sorted(pending):
         flush(fps)
+    if summary.stale:  # shards whose every sequence was written again are no longer part of the dataset
+        _remove_orphans(out, manifest)
     summary.dataset_sequences = len(manifest)
     summary.dataset_frames = int(manifest["frames"].sum())
     summary.seconds = time.perf_counter() - t0
@@ -409,22 +439,23 @@ def export_sessions(sessions: list[Path], out: Path, opts: ExportOptions | None 
             origin[item.name] = Path(root)
         inputs += got
         without += missing
-    # 2.
-    manifest, _ = _open_manifest(out, opts)
-    known = dict(zip(manifest["name"], manifest["fingerprint"]))
-    todo = [i for i in inputs if known.get(i.name) != i.fingerprint]
-    for item in todo:  # the hand models load (or fail) before anything is written
-        _joints_layer(item.fit, item.mano_path, opts)
+    with writing(out, "export"):  # the manifest read in 2. is the one 4. extends
+        # 2.
+        manifest, _ = _open_manifest(out, opts)
+        known = _known(out, manifest)
+        todo = [i for i in inputs if known.get(i.name) != i.fingerprint]
+        for item in todo:  # the hand models load (or fail) before anything is written
+            _joints_layer(item.fit, item.mano_path, opts)
 
-    # 3.
-    def build() -> Iterator[ShardSequence]:
-        from tqdm import tqdm
+        # 3.
+        def build() -> Iterator[ShardSequence]:
+            from tqdm import tqdm
 
-        for item in tqdm(todo, desc="export", unit="seq", disable=not sys.stderr.isatty()):
-            yield _shard_sequence(item, _joints_layer(item.fit, item.mano_path, opts))
+            for item in tqdm(todo, desc="export", unit="seq", disable=not sys.stderr.isatty()):
+                yield _shard_sequence(item, _joints_layer(item.fit, item.mano_path, opts))
 
-    # 4.
-    summary = append_to_dataset(out, build(), opts, {i.name: i.fingerprint for i in todo})
+        # 4.
+        summary = append_to_dataset(out, build(), opts, {i.name: i.fingerprint for i in todo})
     summary.skipped_up_to_date = [i.name for i in inputs if known.get(i.name) == i.fingerprint]
     summary.without_mano = without
     summary.seconds = time.perf_counter() - t0

@@ -44,6 +44,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import HANDS, N_HAND_JOINTS
 from data_schemas.keypoints2d import read_keypoints2d
+from data_schemas.lock import writing
 from data_schemas.mano import REASON_NAMES, FailureReason, ManoFit, read_mano
 from data_schemas.manifest import MANIFEST_NAME, read_manifest
 from data_schemas.queue import read_queue
@@ -552,11 +553,12 @@ def write_report(session: Path, out: Path | None = None, opts: ReportOptions | N
     s = Session.open(session)
     opts.validate("report options")
     out = Path(out) if out is not None else (session / REPORT).parent
-    img = _Images(out)
-    sections = [_calibration(s, img), _detection(s, img), _motion(s, img, opts), _fit_quality(s, img, opts),
-                _queue(s, img), _dataset(s, img), _samples(s, img, opts)]
-    index = out / INDEX
-    atomic_write_text(index, _page(s, sections))
+    with writing(out, "report"):
+        img = _Images(out)
+        sections = [_calibration(s, img), _detection(s, img), _motion(s, img, opts), _fit_quality(s, img, opts),
+                    _queue(s, img), _dataset(s, img), _samples(s, img, opts)]
+        index = out / INDEX
+        atomic_write_text(index, _page(s, sections))
     return ReportSummary(index, {x.title: x.present for x in sections}, img.written, time.perf_counter() - t0)
 
 

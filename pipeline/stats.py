@@ -44,7 +44,8 @@ import tyro
 from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS
-from data_schemas.manifest import MANIFEST_NAME
+from data_schemas.lock import writing
+from data_schemas.manifest import MANIFEST_NAME, shard_path as shard_file
 from data_schemas.shard import ShardReader
 from pipeline.contact_frames import THRESHOLD, contact_frames
 from pipeline.export import read_manifest
@@ -216,7 +217,7 @@ def _compute(root: Path, opts: StatsOptions | None) -> tuple[dict, PlotData]:
     items: list[_SequenceStats] = []
     bar = tqdm(total=len(manifest), desc="stats", unit="seq", disable=not sys.stderr.isatty())
     for shard, rows in manifest.groupby("shard", sort=False):
-        shard_path = root / str(shard)
+        shard_path = shard_file(root, shard)
         with ShardReader(shard_path) as reader:
             for row in rows.itertuples(index=False):
                 seq = reader.read(str(row.name))
@@ -380,9 +381,10 @@ def write_stats(root: Path, out_dir: Path | None = None, opts: StatsOptions | No
     ``<root>/stats``): the plots, then stats.json. Returns what stats.json holds."""
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root / STATS_DIR
-    stats, plot = _compute(root, opts)
-    stats["plots"] = [p.name for p in write_plots(stats, plot, out)]
-    atomic_write_text(out / STATS_JSON, json.dumps(stats, indent=2, allow_nan=False) + "\n")
+    with writing(out, "stats"):
+        stats, plot = _compute(root, opts)
+        stats["plots"] = [p.name for p in write_plots(stats, plot, out)]
+        atomic_write_text(out / STATS_JSON, json.dumps(stats, indent=2, allow_nan=False) + "\n")
     return stats
 
 

@@ -6,10 +6,11 @@
 3. bundle adjustment of everything (``bundle_adjust``)
 4. write the anipose-format calibration with metadata (date, mean and per-camera
    reprojection error, board views per camera, the world frame, a fingerprint of the
-   inputs) and the report PNGs beside it (``report``)
+   inputs) and the report PNGs beside it (``report``); the PNGs first, so that
+   calibration.toml marks a complete run
 
-Re-running with unchanged inputs (videos, board spec, options) does nothing: the
-fingerprint in ``[metadata]`` says so.
+Re-running with unchanged inputs (videos, board spec, options) and every output in place
+does nothing: the fingerprint in ``[metadata]`` says so.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import numpy as np
 from capture.calibration.board_views import CameraViews, detect_board_views
 from capture.calibration.bundle_adjust import OUTLIER_PX, AdjustedRig, Observations, bundle_adjust
 from capture.calibration.initialize import CalibrationError, calibrate_intrinsics, initial_rig, rotvec
+from capture.calibration.report import FILES as REPORT_FILES
 from capture.charuco import board_corners
 from data_schemas.calibration import Camera, CameraRig, read_calibration, write_calibration
 from data_schemas.errors import SchemaError
+from data_schemas.lock import writing
 from data_schemas.session import CALIBRATION_TOML, SESSION_TOML, Session
 
 
@@ -45,6 +48,9 @@ class CalibrateConfig:
     """Also estimate the third radial distortion coefficient (wide-angle lenses)."""
     report: bool = True
     """Write the report PNGs next to calibration.toml."""
+    allow_short_videos: bool = False
+    """Where a camera's board video is shorter than the others' (beyond what frame offsets explain),
+    keep the instants every camera shows instead of refusing the take."""
 
 
 @dataclass
@@ -61,25 +67,34 @@ class CalibrationResult:
 
 
 def fingerprint(session: Session, cfg: CalibrateConfig) -> str:
-    """What the calibration depends on: the videos (name, size, mtime), the board, the options."""
+    """What the calibration depends on: the videos (name, size, mtime) and the cameras' frame offsets
+    (which frames are seen together), the board, the options (not workers, report, or
+    allow_short_videos, which only lets a run go on where it would refuse)."""
     h = hashlib.sha256()
+    offsets = {c.name: c.frame_offset for c in session.config.cameras}
     for cam in session.cameras:
         p = session.calibration_video(cam)
         st = p.stat() if p is not None else None
-        h.update(f"{cam}:{p and p.name}:{st and st.st_size}:{st and st.st_mtime_ns}\n".encode())
+        h.update(f"{cam}:{p and p.name}:{st and st.st_size}:{st and st.st_mtime_ns}:{offsets[cam]}\n".encode())
     opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CalibrateConfig)
-            if f.name not in ("workers", "report")}
+            if f.name not in ("workers", "report", "allow_short_videos")}
     h.update(json.dumps([dataclasses.asdict(session.config.board), opts], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def calibrate(root: str | Path, cfg: CalibrateConfig | None = None) -> CalibrationResult:
+    """Calibrate the session's cameras; the calibration folder is locked while it runs."""
     cfg = cfg or CalibrateConfig()
-    t0 = time.perf_counter()
     session = Session.open(root)
     out = session.root / CALIBRATION_TOML
+    with writing(out.parent, "calibrate"):
+        return _calibrate(session, out, cfg)
+
+
+def _calibrate(session: Session, out: Path, cfg: CalibrateConfig) -> CalibrationResult:
+    t0 = time.perf_counter()
     fp = fingerprint(session, cfg)
-    if out.is_file():
+    if out.is_file() and (not cfg.report or all((out.parent / f).is_file() for f in REPORT_FILES)):
         try:
             old = read_calibration(out)
         except SchemaError:
@@ -87,18 +102,18 @@ def calibrate(root: str | Path, cfg: CalibrateConfig | None = None) -> Calibrati
         if old is not None and old.metadata.get("inputs") == fp:
             return CalibrationResult(old, [], None, time.perf_counter() - t0, skipped=True)
     # 1.
-    views = detect_board_views(session.root, cfg.stride, cfg.workers)
+    views = detect_board_views(session.root, cfg.stride, cfg.workers, allow_short_videos=cfg.allow_short_videos)
     if all(len(v) == 0 for v in views):
         raise SchemaError(session.root / SESSION_TOML, "no ChArUco board found in any camera's calibration video: "
                           "check [board] (squares, lengths, dictionary, legacy_pattern)")
     rig, adjusted = calibrate_views(views, session.config.board, cfg.free_k3)
-    # 4.
+    # 4. the report first: calibration.toml, written last, marks the stage complete
     rig.metadata.update(inputs=fp, date=dt.datetime.now().isoformat(timespec="seconds"), stride=cfg.stride)
-    write_calibration(out, rig)
     if cfg.report:
         from capture.calibration.report import write_report
 
         write_report(out.parent, rig, views, adjusted)
+    write_calibration(out, rig)
     return CalibrationResult(rig, views, adjusted, time.perf_counter() - t0)
 
 
