@@ -68,9 +68,33 @@ def read_array(group: h5py.Group, name: str, source: str | Path, verify: bool = 
     if ds.dtype.kind == "O":
         a = np.array([x.decode("utf-8") if isinstance(x, bytes) else x for x in np.ravel(a)], dtype=object)
         a = a.reshape(ds.shape) if ds.shape else a
-    if verify and CHECKSUM_ATTR in ds.attrs and digest(a) != ds.attrs[CHECKSUM_ATTR]:
+    if verify and CHECKSUM_ATTR not in ds.attrs:
+        raise SchemaError(source, _no_checksum(ds.name, "the stage that wrote it"))
+    if verify and digest(a) != ds.attrs[CHECKSUM_ATTR]:
         raise SchemaError(source, f"dataset '{ds.name}' fails its checksum (file corrupted)")
     return a
+
+
+def require_checksums(f: h5py.File, source: str | Path, produced_by: str) -> None:
+    """Refuse a file with a dataset that has no checksum: every writer of this format version
+    puts one on each, so a dataset without it was changed, or added, by something else."""
+    found: list[str] = []
+    attr = CHECKSUM_ATTR.encode()
+
+    def visit(name: bytes, info: h5py.h5o.ObjInfo) -> bool | None:  # low level: twice as fast as visititems
+        if info.type == h5py.h5o.TYPE_DATASET and not h5py.h5a.exists(f.id, attr, obj_name=name):
+            found.append("/" + name.decode("utf-8"))
+            return True  # stops the walk
+        return None
+
+    h5py.h5o.visit(f.id, visit, info=True)
+    if found:
+        raise SchemaError(source, _no_checksum(found[0], f"`{produced_by}`"))
+
+
+def _no_checksum(dataset: str, rerun: str) -> str:
+    return (f"dataset '{dataset}' has no checksum (its '{CHECKSUM_ATTR}' attribute was removed: the file was changed "
+            f"outside handdiffuse); re-run {rerun}")
 
 
 def verify_checksums(f: h5py.File, source: str | Path) -> list[str]:
@@ -122,6 +146,7 @@ def open_checked(
         raise SchemaError(path, f"not a readable HDF5 file ({_first_line(e)})")
     with f:
         check_format(f, path, fmt, version, produced_by)
+        require_checksums(f, path, produced_by)
         yield f
 
 

@@ -86,6 +86,7 @@ def test_validate_wrong_shape(tmp_path):
     with h5py.File(p, "r+") as f:
         del f["image_sizes"]
         f["image_sizes"] = [[640, 480]] * 2
+        f["image_sizes"].attrs["sha256"] = __import__("data_schemas.h5io", fromlist=["digest"]).digest(f["image_sizes"][()])
     assert _one_error(hd("validate", p)) == (
         f"error: {p}: 'image_sizes' has shape (2, 2), expected (C, 2) with C=3")
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from data_schemas import SchemaError
+from data_schemas.h5io import digest
 from data_schemas.joints3d import read_joints3d, write_joints3d
 from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
 from data_schemas.mano import FailureReason, read_mano, write_mano
@@ -111,11 +112,11 @@ def test_nan_where_not_allowed_message(tmp_path):
 def test_nan_written_behind_the_writers_back_is_caught_on_read(tmp_path):
     p = tmp_path / "k.h5"
     write_keypoints2d(p, make_keypoints2d())
-    with h5py.File(p, "r+") as f:  # a foreign writer that skips validation
+    with h5py.File(p, "r+") as f:  # a foreign writer that skips validation (and writes a checksum)
         data = f["keypoints"][()]
         data[1, 2, 3, 0] = np.nan
         del f["keypoints"]
-        f.create_dataset("keypoints", data=data)
+        f.create_dataset("keypoints", data=data).attrs["sha256"] = digest(data)
     with pytest.raises(SchemaError) as e:
         read_keypoints2d(p)
     assert str(e.value) == f"{p}: 'keypoints x, y' has 1 NaN/inf values where score > 0 (first at index (1, 2, 3, 0))"
