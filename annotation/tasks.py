@@ -140,7 +140,7 @@ def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> 
         LOG.info("%s: cutting %d views from the videos, guesses from %s", seq, len(mine),
                  "mano.h5" if session.path(MANO, seq=seq).is_file() else "the detections")
         fitted = _fit_joints(session, seq, np.array(sorted({i.frame for i in mine})), cfg)
-        take = open_take(session, seq)
+        take = open_take(session, seq, allow_short_videos=True)  # the instants are keypoints2d.h5's, checked above
         for camera in sorted({i.camera for i in mine}):
             views = sorted((i for i in mine if i.camera == camera), key=lambda i: i.frame)
             c = kp.cameras.index(camera)
@@ -316,7 +316,7 @@ def _recut(session: Session, r: TaskRecord) -> None:
 
     from capture.ingest import open_take
 
-    take = open_take(session, r.sequence)
+    take = open_take(session, r.sequence, allow_short_videos=True)  # a frame a task was made from
     _, frame = next(take.read(r.camera, [r.frame]))
     box = CropBox.of(r.crop)
     _write_png(session.root / IMAGES_ROOT / r.image, box.cut(frame), cv2)

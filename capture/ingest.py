@@ -169,6 +169,39 @@ class Take:
             )
         return shown
 
+    def short_cameras(self) -> list[str]:
+        """Cameras whose video is short: it lacks instants the others show, beyond what frame offsets explain.
+
+        Offsets shift a camera's instants, so its last instant may differ from the others' while
+        its video is as long as theirs (same length, shifted), or while it stops with them (it
+        started late, so its video is shorter). A video is short when it has fewer frames than
+        the typical camera's (the upper median of the frame counts) and also ends before the
+        instants every camera of that typical length or longer shows: a copy or recording cut
+        short.
+        """
+        counts = sorted(self.frame_counts.values())
+        typical = counts[len(counts) // 2]  # upper median: with one short camera of two, the other's
+        end = min(self.camera_instants(c).stop for c in self.cameras if self.videos[c].n_frames >= typical)
+        return [c for c in self.cameras
+                if self.videos[c].n_frames < typical and self.camera_instants(c).stop < end]
+
+    def short_videos(self) -> str | None:
+        """What the short videos (``short_cameras``) cost the take, in one line; None if none is short."""
+        short = self.short_cameras()
+        if not short:
+            return None
+        c = short[0]
+        others = {self.videos[d].n_frames for d in self.cameras if d not in short}
+        typical = sorted(self.frame_counts.values())[len(self.cameras) // 2]
+        whose = f"the other cameras have {typical}" if len(others) == 1 else f"most cameras have {typical}"
+        more = f" (and {len(short) - 1} more short camera{'s' if len(short) > 2 else ''})" if len(short) > 1 else ""
+        start = max(self.camera_instants(d).start for d in self.cameras)
+        full = range(start, min(self.camera_instants(d).stop for d in self.cameras if d not in short))
+        kept = self.instants
+        return (f"camera '{c}' has {self.videos[c].n_frames} frames where {whose}{more}: every camera shows only "
+                f"{len(kept)} instants ({kept.start}..{kept.stop - 1}) instead of {len(full)} "
+                f"({full.start}..{full.stop - 1})")
+
     def read(self, camera: str, instants: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(instant, frame)`` of camera ``camera`` for strictly increasing ``instants``.
 
@@ -258,12 +291,14 @@ class Take:
                            "does not decode after a seek")
 
 
-def open_take(session: Session, take: str | None) -> Take:
+def open_take(session: Session, take: str | None, allow_short_videos: bool = False) -> Take:
     """The videos of ``take`` (a sequence name; None for the calibration take), checked against session.toml.
 
     Every camera must have a video (``{cam}`` + one of VIDEO_EXTENSIONS) with the
     session's fps and the camera's width x height, and some instant must be shown by
-    every camera. Only headers are read; ``Take.check_decodable`` decodes.
+    every camera. A short video (``Take.short_cameras``) would cut every camera to the
+    instants it shows: refused unless ``allow_short_videos``, the caller then saying so
+    (``Take.short_videos``). Only headers are read; ``Take.check_decodable`` decodes.
     """
     folder = session.root / CALIBRATION_VIDEOS if take is None else session.path(SEQUENCE_VIDEOS, seq=take)
     fps = float(session.config.fps)
@@ -282,4 +317,8 @@ def open_take(session: Session, take: str | None) -> Take:
     result = Take(folder=folder, cameras=session.cameras, videos=videos,
                   frame_offsets={c.name: c.frame_offset for c in session.config.cameras})
     _ = result.instants  # raises SchemaError if no instant is shown by every camera
+    short = result.short_videos()
+    if short is not None and not allow_short_videos:
+        raise SchemaError(videos[result.short_cameras()[0]].path,
+                          f"{short}; pass --allow-short-videos to keep those {len(result.instants)}")
     return result

@@ -158,3 +158,38 @@ def test_demo_rig_meets_the_accuracy_targets(tmp_path):
     assert focal.max() <= 0.005
     assert centre.max() <= 0.002
     assert rot.max() <= 0.1
+
+
+def test_short_board_video_is_refused_unless_allowed(tmp_path, capsys):
+    from pipeline.cli import main
+    from tests.test_ingest import make_session as make_tiny_session
+
+    make_tiny_session(tmp_path, offsets=(0, 0, 0), n_frames=(20, 12, 20), take=None)
+    video = tmp_path / "calibration" / "videos" / "cam01.mp4"
+    capsys.readouterr()
+    assert main(["calibrate", str(tmp_path), "--workers", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {video}: camera 'cam01' has 12 frames where the other cameras have 20: every camera shows only "
+        "12 instants (0..11) instead of 20 (0..19); pass --allow-short-videos to keep those 12")
+    assert not (tmp_path / "calibration" / "calibration.toml").exists()
+    # allowed: on to the board detection (these videos show none), saying what the short video costs
+    assert main(["calibrate", str(tmp_path), "--workers", "1", "--allow-short-videos"]) == 1
+    err = capsys.readouterr().err
+    assert ("calibrate: keeping the 12 instants every camera shows (--allow-short-videos): camera 'cam01' has 12 "
+            "frames where the other cameras have 20" in err)
+    assert "no ChArUco board found in any camera's calibration video" in err
+
+
+def test_fingerprint_covers_frame_offsets_not_workers(tmp_path):
+    from capture.calibration.stage import fingerprint
+    from data_schemas.session import Session
+    from tests.test_ingest import make_session as make_tiny_session
+
+    session = make_tiny_session(tmp_path, offsets=(0, 0, 0), take=None)
+    base = fingerprint(session, CalibrateConfig())
+    assert fingerprint(session, CalibrateConfig(workers=7, report=False, allow_short_videos=True)) == base
+    assert fingerprint(session, CalibrateConfig(free_k3=True)) != base
+    cfg = read_session_toml(tmp_path / "session.toml")
+    cfg.cameras[1] = replace(cfg.cameras[1], frame_offset=2)
+    write_session_toml(tmp_path / "session.toml", cfg)
+    assert fingerprint(Session.open(tmp_path), CalibrateConfig()) != base

@@ -121,3 +121,86 @@ def test_unknown_sequence_and_corrupt_video(studio, tmp_path):
     assert r.returncode == 1
     assert f"error: {video}:" in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300
     assert not (root / "sequences" / SEQ / "keypoints2d.h5").exists()
+
+
+OTHER_OPTIONS = ["--mediapipe.model-complexity", "0", "--mediapipe.min-detection-confidence", "0.9"]
+
+
+def test_resume_with_other_detector_options_discards_the_old_chunks(studio, detected, tmp_path, capsys):
+    """A run killed with some chunks done, resumed with other detector options, gives what a clean
+    run with those options gives, and says that it discarded the old chunks."""
+    from capture.detect.stage import Chunk, DetectConfig, detect_chunk
+    from capture.ingest import open_take
+    from data_schemas.session import Session
+    from pipeline.cli import main
+
+    root, clean = tmp_path / "s", tmp_path / "clean"
+    shutil.copytree(studio, root)
+    shutil.copytree(studio, clean)
+    # the killed default run: half the cameras' first chunks done, no keypoints2d.h5
+    instants = list(open_take(Session.open(root), SEQ).instants)
+    for cam in ("cam00", "cam01", "cam02", "cam03"):
+        detect_chunk(root, Chunk(SEQ, cam, instants[:4]), DetectConfig(chunk_frames=4))
+    assert len(list((root / "sequences" / SEQ / ".detect").glob("*.npz"))) == 4
+    capsys.readouterr()
+    assert main(["detect", str(root), "--workers", "1", "--chunk-frames", "4", *OTHER_OPTIONS]) == 0
+    out = capsys.readouterr()
+    assert "chunks reused" not in out.out
+    assert (f"detect {SEQ}: 4 chunk files of an earlier run with other videos or detector options discarded"
+            in out.err)
+    assert main(["detect", str(clean), "--workers", "1", "--chunk-frames", "4", *OTHER_OPTIONS]) == 0
+    resumed = read_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5")
+    whole = read_keypoints2d(clean / "sequences" / SEQ / "keypoints2d.h5")
+    np.testing.assert_array_equal(resumed.keypoints, whole.keypoints)
+    assert resumed.inputs == whole.inputs
+    default = read_keypoints2d(detected[0] / "sequences" / SEQ / "keypoints2d.h5")
+    assert not np.array_equal(default.keypoints, whole.keypoints, equal_nan=True), "the options change the result"
+
+
+def test_chunk_fingerprint_covers_every_detector_option():
+    import dataclasses
+    from pathlib import Path
+
+    from capture.detect.stage import DetectConfig, chunk_fingerprint
+    from capture.detect.dwpose import DWPoseConfig
+    from capture.detect.mediapipe import MediaPipeConfig
+
+    video = Path(__file__)
+    base = chunk_fingerprint(video, DetectConfig(), "mediapipe-x")
+    assert base == chunk_fingerprint(video, DetectConfig(workers=5, batch=3, chunk_frames=7, overlay=True), "mediapipe-x")
+    for f in dataclasses.fields(MediaPipeConfig):
+        other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.25}[type(getattr(MediaPipeConfig(), f.name))]
+        cfg = DetectConfig(mediapipe=MediaPipeConfig(**{f.name: other(getattr(MediaPipeConfig(), f.name))}))
+        assert chunk_fingerprint(video, cfg, "mediapipe-x") != base, f.name
+    assert chunk_fingerprint(video, DetectConfig(), "mediapipe-y") != base
+    dw = DetectConfig(backend="dwpose")
+    assert chunk_fingerprint(video, dw, "dwpose") != chunk_fingerprint(
+        video, DetectConfig(backend="dwpose", dwpose=DWPoseConfig(box_padding=1.5)), "dwpose")
+
+
+def test_short_video_is_refused_unless_allowed(studio, tmp_path, capsys):
+    from capture.video import VideoWriter, read_frames
+    from pipeline.cli import main
+
+    root = tmp_path / "s"
+    shutil.copytree(studio, root)
+    video = root / "sequences" / SEQ / "videos" / "cam03.mp4"  # frame_offset 0: shows instants 0..7
+    frames = read_frames(video)
+    with VideoWriter(video, 30.0, (frames.shape[2], frames.shape[1])) as w:
+        for f in frames[:5]:
+            w.write(f)
+    capsys.readouterr()
+    assert main(["detect", str(root), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        f"error: {video}: camera 'cam03' has 5 frames where the other cameras have 8: every camera shows only "
+        "4 instants (1..4) instead of 6 (1..6); pass --allow-short-videos to keep those 4")
+    assert not (root / "sequences" / SEQ / "keypoints2d.h5").exists()
+    assert not (root / "sequences" / SEQ / ".detect").exists()
+    assert main(["detect", str(root), "--workers", "1", "--allow-short-videos"]) == 0
+    out = capsys.readouterr()
+    assert f"detected {SEQ}: 8 cameras x 4 frames" in out.out
+    assert (f"detect {SEQ}: keeping the 4 instants every camera shows (--allow-short-videos): camera 'cam03' has "
+            "5 frames where the other cameras have 8: every camera shows only 4 instants (1..4) instead of 6 (1..6)"
+            in out.err)
+    assert list(read_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5").frames) == [1, 2, 3, 4]

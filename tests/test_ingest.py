@@ -52,7 +52,7 @@ def videos(root):
 
 
 def test_instants_are_the_intersection(tmp_path):
-    take = open_take(make_session(tmp_path, n_frames=(20, 15, 20)), "seq000")
+    take = open_take(make_session(tmp_path, n_frames=(20, 15, 20)), "seq000", allow_short_videos=True)
     assert take.frame_counts == {"cam00": 20, "cam01": 15, "cam02": 20}
     assert take.camera_instants("cam00") == range(0, 20)
     assert take.camera_instants("cam01") == range(-2, 13)
@@ -274,3 +274,42 @@ def test_seek_fallback_when_seek_lands_elsewhere(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cv2, "VideoCapture", BadSeek)
     assert [frame_index(f) for _, f in take.read("cam01", [5, 9])] == [7, 11]
+
+
+# --- short videos -----------------------------------------------------------------------
+
+
+def test_short_video_is_refused(tmp_path):
+    session = make_session(tmp_path, offsets=(0, 0, 0), n_frames=(20, 12, 20))
+    with pytest.raises(SchemaError) as e:
+        open_take(session, "seq000")
+    assert error(e) == (f"{videos(tmp_path)}/cam01.mp4: camera 'cam01' has 12 frames where the other cameras have 20: "
+                        "every camera shows only 12 instants (0..11) instead of 20 (0..19); "
+                        "pass --allow-short-videos to keep those 12")
+
+
+def test_short_video_allowed_keeps_the_shared_instants(tmp_path):
+    session = make_session(tmp_path, offsets=(0, 0, 0), n_frames=(20, 20, 12))
+    take = open_take(session, "seq000", allow_short_videos=True)
+    assert take.instants == range(0, 12) and take.short_cameras() == ["cam02"]
+    assert take.short_videos() == ("camera 'cam02' has 12 frames where the other cameras have 20: every camera "
+                                   "shows only 12 instants (0..11) instead of 20 (0..19)")
+
+
+@pytest.mark.parametrize("offsets, n_frames", [
+    (OFFSETS, (20, 20, 20)),  # same lengths, shifted: instants 3..17
+    ((0, -2, 0), (20, 18, 20)),  # cam01 started 2 frames late and stopped with the others
+    ((0, 0, 0), (16, 20, 16)),  # one camera recorded longer than the others
+])
+def test_frame_offsets_do_not_make_a_camera_short(tmp_path, offsets, n_frames):
+    take = open_take(make_session(tmp_path, offsets=offsets, n_frames=n_frames), "seq000")
+    assert take.short_cameras() == [] and take.short_videos() is None
+
+
+def test_short_video_beyond_its_offset_is_refused(tmp_path):
+    """cam01 started 2 frames late (offset -2) but also stopped 5 frames early."""
+    session = make_session(tmp_path, offsets=(0, -2, 0), n_frames=(20, 13, 20))
+    with pytest.raises(SchemaError) as e:
+        open_take(session, "seq000")
+    assert error(e).startswith(f"{videos(tmp_path)}/cam01.mp4: camera 'cam01' has 13 frames where the other "
+                               "cameras have 20: every camera shows only 13 instants (2..14) instead of 18 (2..19)")

@@ -7,6 +7,7 @@ pixel positions.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+LOG = logging.getLogger("handdiffuse")
 MIN_CORNERS = 6
 
 
@@ -50,9 +52,9 @@ def _detect_camera(job: tuple) -> CameraViews:
     from capture.ingest import open_take
     from data_schemas.session import Session
 
-    root, camera, instants = job
+    root, camera, instants, allow_short_videos = job
     session = Session.open(root)
-    take = open_take(session, None)
+    take = open_take(session, None, allow_short_videos)
     spec = session.config.board
     detector = make_detector(spec)
     keep_t, keep_ids, keep_c = [], [], []
@@ -69,17 +71,22 @@ def _detect_camera(job: tuple) -> CameraViews:
                        np.array(keep_t, np.int64), keep_ids, keep_c, n)
 
 
-def detect_board_views(root: Path, stride: int = 1, workers: int = 2, progress: bool | None = None) -> list[CameraViews]:
-    """Detect the board in every ``stride``-th instant of every camera's calibration video."""
+def detect_board_views(root: Path, stride: int = 1, workers: int = 2, progress: bool | None = None,
+                       allow_short_videos: bool = False) -> list[CameraViews]:
+    """Detect the board in every ``stride``-th instant of every camera's calibration video (a short
+    video refused unless ``allow_short_videos``: ``capture.ingest.open_take``)."""
     from capture.ingest import open_take
     from data_schemas.session import Session
 
     session = Session.open(root)
-    take = open_take(session, None)
+    take = open_take(session, None, allow_short_videos)
+    if (short := take.short_videos()) is not None:
+        LOG.warning("calibrate: keeping the %d instants every camera shows (--allow-short-videos): %s",
+                    len(take.instants), short)
     for cam in session.cameras:
         take.check_decodable(cam)
     instants = list(take.instants)[:: max(1, stride)]
-    jobs = [(root, cam, instants) for cam in session.cameras]
+    jobs = [(root, cam, instants, allow_short_videos) for cam in session.cameras]
     show = sys.stderr.isatty() if progress is None else progress
     ctx = mp.get_context("fork")
     with ctx.Pool(max(1, workers)) as pool:

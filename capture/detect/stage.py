@@ -4,8 +4,11 @@ Work items are *chunks*: (sequence, camera, a run of at most ``chunk_frames`` in
 A 50-camera dome's minute-long 4K take is 50 x 2 chunks at the default size, so a
 killed run loses at most one chunk per worker.
 
-1. open the take (ingest checks every video against session.toml) and plan the chunks;
-   a chunk whose result file is there with the same inputs is done already
+1. open the take (ingest checks every video against session.toml and refuses a short one
+   unless ``--allow-short-videos``, then logs what it cost) and plan the chunks;
+   a chunk whose result file is there with the same inputs (its video; the detector's whole
+   configuration, ``detector_config``) is done already; one from other inputs is discarded
+   and redone, with a log line
 2. detect, chunks in parallel (processes here, or Ray tasks on a cluster: ``--executor``),
    frames read in batches of ``batch``: each
    chunk's raw hand candidates go to ``sequences/<seq>/.detect/<cam>-<first instant>.npz``
@@ -17,7 +20,8 @@ killed run loses at most one chunk per worker.
    drawn on frames (``sequences/<seq>/overlays/detect.png``)
 
 A sequence whose keypoints2d.h5 has the same fingerprint (videos' names, sizes and
-mtimes; detector and options) is skipped.
+mtimes, frame offsets and the instants kept; detector configuration and tracking options) is
+skipped.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class DetectConfig(ExecutorOptions):
     """Tracking: cost of a hand's motion between frames against handedness evidence."""
     overlay: bool = False
     """Also write sequences/<seq>/overlays/detect.png: detections drawn on sample frames."""
+    allow_short_videos: bool = False
+    """Where a camera's video is shorter than the others' (beyond what frame offsets explain), keep
+    the instants every camera shows instead of refusing the sequence."""
     mediapipe: MediaPipeConfig = field(default_factory=MediaPipeConfig)
     dwpose: DWPoseConfig = field(default_factory=DWPoseConfig)
     mmpose_config: Path | None = None
@@ -139,25 +146,40 @@ def _file_id(p: Path | None) -> str:
     return f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def detector_fingerprint(cfg: DetectConfig) -> str:
-    """The options that change what the detector returns (not workers, batch, chunking or overlay)."""
+def detector_config(cfg: DetectConfig) -> dict:
+    """The whole resolved configuration of the detector: backend, every option of its config and its
+    model files (name, size, mtime). What a chunk file's candidates depend on besides the video."""
     backend = {"mediapipe": cfg.mediapipe, "dwpose": cfg.dwpose, "mmpose": None}[cfg.backend]
     opts = dataclasses.asdict(backend) if backend is not None else {}
     models = [cfg.dwpose.det_model, cfg.dwpose.pose_model] if cfg.backend == "dwpose" else \
         [cfg.mmpose_config, cfg.mmpose_checkpoint] if cfg.backend == "mmpose" else []
-    doc = {"backend": cfg.backend, "options": opts, "models": [_file_id(m) for m in models]}
-    return json.dumps(doc, sort_keys=True, default=str)
+    return {"backend": cfg.backend, "options": opts, "models": [_file_id(m) for m in models]}
 
 
-def chunk_fingerprint(video: Path, detector: str) -> str:
-    return hashlib.sha256(f"{_file_id(video)}\n{detector}".encode()).hexdigest()[:16]
+def detector_fingerprint(cfg: DetectConfig) -> str:
+    """``detector_config`` as canonical JSON (not workers, batch, chunking or overlay)."""
+    return json.dumps(detector_config(cfg), sort_keys=True, default=str)
 
 
-def sequence_fingerprint(session: Session, seq: str, cfg: DetectConfig) -> str:
+def chunk_fingerprint(video: Path, cfg: DetectConfig, detector: str) -> str:
+    """A chunk file's inputs: its video (name, size, mtime), the detector's whole configuration and
+    its name (library version)."""
+    doc = f"{_file_id(video)}\n{detector}\n{detector_fingerprint(cfg)}"
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def sequence_fingerprint(session: Session, seq: str, cfg: DetectConfig, detector: str, instants: range) -> str:
+    """keypoints2d.h5's inputs: every camera's video and frame offset, the instants kept, the detector
+    (configuration and name) and the options applied to its candidates (tracking; chunking where
+    MediaPipe's video mode restarts its tracker at every chunk)."""
     h = hashlib.sha256(detector_fingerprint(cfg).encode())
-    h.update(f"tracking={cfg.tracking}:{cfg.motion_weight}\n".encode())
+    h.update(f"{detector}\ntracking={cfg.tracking}:{cfg.motion_weight}\n".encode())
+    if cfg.backend == "mediapipe" and cfg.mediapipe.video_mode:
+        h.update(f"chunk_frames={cfg.chunk_frames}\n".encode())
+    h.update(f"instants={instants.start}:{instants.stop}\n".encode())
+    offsets = {c.name: c.frame_offset for c in session.config.cameras}
     for cam in session.cameras:
-        h.update(f"{cam}={_file_id(session.sequence_video(seq, cam))}\n".encode())
+        h.update(f"{cam}={_file_id(session.sequence_video(seq, cam))}:{offsets[cam]}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -183,7 +205,7 @@ def detect_chunk(root: Path, chunk: Chunk, cfg: DetectConfig) -> Path:
     from capture.ingest import open_take
 
     session = Session.open(root)
-    take = open_take(session, chunk.seq)
+    take = open_take(session, chunk.seq, cfg.allow_short_videos)
     det = _detector(cfg)
     out = session.path(CHUNK_DIR, seq=chunk.seq) / f"{chunk.key}.npz"
     keypoints, logits, frame_of = [], [], []
@@ -211,7 +233,8 @@ def detect_chunk(root: Path, chunk: Chunk, cfg: DetectConfig) -> Path:
             np.savez(f, keypoints=np.array(keypoints, np.float32).reshape(-1, 21, 3),  # (K, 21, 3)
                      left_logit=np.array(logits, np.float32), frame=np.array(frame_of, np.int64),
                      instants=np.array(chunk.instants, np.int64),
-                     fingerprint=np.array(chunk_fingerprint(take.videos[chunk.camera].path, det.name)))
+                     fingerprint=np.array(chunk_fingerprint(take.videos[chunk.camera].path, cfg, det.name)),
+                     detector=np.array(detector_fingerprint(cfg)))
     return out
 
 
@@ -237,14 +260,16 @@ def _load_chunk(path: Path) -> tuple[np.ndarray, list[list[HandCandidate]], str]
     return instants, per, fp
 
 
-def _chunk_is_done(path: Path, chunk: Chunk, fp: str) -> bool:
+def _chunk_state(path: Path, chunk: Chunk, fp: str) -> Literal["missing", "done", "stale"]:
+    """done: the chunk file is there with the same inputs; stale: it is there from other inputs (or
+    damaged), to be redone; missing: not there."""
     if not path.is_file():
-        return False
+        return "missing"
     try:
         instants, _, old = _load_chunk(path)
     except Exception:  # a damaged chunk is redone
-        return False
-    return old == fp and list(instants) == chunk.instants
+        return "stale"
+    return "done" if old == fp and list(instants) == chunk.instants else "stale"
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -267,7 +292,12 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
     for seq in names:
         t0 = time.perf_counter()
         out = session.path(KEYPOINTS2D, seq=seq)
-        fp = sequence_fingerprint(session, seq, cfg)
+        take = open_take(session, seq, cfg.allow_short_videos)
+        if (short := take.short_videos()) is not None:
+            LOG.warning("detect %s: keeping the %d instants every camera shows (--allow-short-videos): %s",
+                        seq, len(take.instants), short)
+        instants = list(take.instants)
+        fp = sequence_fingerprint(session, seq, cfg, detector_name, take.instants)
         chunk_dir = session.path(CHUNK_DIR, seq=seq)
         if out.is_file():
             try:
@@ -280,12 +310,16 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
                                                  _found(old.keypoints), time.perf_counter() - t0, skipped=True))
                 continue
         # 1.
-        take = open_take(session, seq)
-        instants = list(take.instants)
         chunks = [Chunk(seq, cam, instants[i:i + cfg.chunk_frames])
                   for cam in session.cameras for i in range(0, len(instants), cfg.chunk_frames)]
-        todo = [c for c in chunks if not _chunk_is_done(
-            chunk_dir / f"{c.key}.npz", c, chunk_fingerprint(take.videos[c.camera].path, detector_name))]
+        state = {c.key: _chunk_state(chunk_dir / f"{c.key}.npz", c,
+                                     chunk_fingerprint(take.videos[c.camera].path, cfg, detector_name))
+                 for c in chunks}
+        todo = [c for c in chunks if state[c.key] != "done"]
+        stale = sum(s == "stale" for s in state.values())
+        if stale:
+            LOG.warning("detect %s: %d chunk files of an earlier run with other videos or detector options "
+                        "discarded", seq, stale)
         # 2.
         LOG.info("detect %s: %d chunks, %d done by an earlier run", seq, len(chunks), len(chunks) - len(todo))
         _run(session.root, todo, cfg, f"detect {seq}", progress, executor)
