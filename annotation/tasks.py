@@ -36,6 +36,7 @@ from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
 from data_schemas.mano import read_mano
+from data_schemas.paths import inside
 from data_schemas.queue import QueueItem, read_queue
 from data_schemas.session import JOINTS3D, KEYPOINTS2D, MANO, QUEUE, Session
 
@@ -154,10 +155,15 @@ def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> 
                     source = "none"
                 box = crop_box(guess, size)
                 image = VIEW_IMAGE.format(seq=seq, frame=item.frame, cam=camera)
-                _write_png(session.root / IMAGES_ROOT / image, box.cut(frame), cv2)
+                _write_png(_image_path(session, image), box.cut(frame), cv2)
                 records.append(TaskRecord(item.key, seq, item.frame, camera, item.hand, item.reason, image,
                                           [box.w, box.h], box.as_list(), source, TaskRecord.guess_list(guess)))
     return records
+
+
+def _image_path(session: Session, image: str) -> Path:
+    """A crop's file: inside annotation/images (the only folder Label Studio serves), never out of it."""
+    return inside(session.root / IMAGES_ROOT, image, session.root / TASKS, "image")
 
 
 def _write_png(path: Path, image: np.ndarray, cv2) -> None:
@@ -291,7 +297,7 @@ def import_tasks(root: str | Path, client, cfg: TasksConfig | None = None) -> Im
         for r in made:
             records[r.key] = r
         for r in records.values():  # a crop deleted by hand: cut again (same box, same image)
-            if not (session.root / IMAGES_ROOT / r.image).is_file():
+            if not _image_path(session, r.image).is_file():
                 _recut(session, r)
         write_task_records(records_path, list(records.values()))
         # 3.
@@ -319,4 +325,4 @@ def _recut(session: Session, r: TaskRecord) -> None:
     take = open_take(session, r.sequence, allow_short_videos=True)  # a frame a task was made from
     _, frame = next(take.read(r.camera, [r.frame]))
     box = CropBox.of(r.crop)
-    _write_png(session.root / IMAGES_ROOT / r.image, box.cut(frame), cv2)
+    _write_png(_image_path(session, r.image), box.cut(frame), cv2)

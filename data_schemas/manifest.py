@@ -9,7 +9,8 @@ validator checks it against the shards and the training loader picks its windows
 Columns (format ``handdiffuse.manifest``, version 1)::
 
     name               str      dataset sequence name, unique (shard NAME_RE); e.g. "demo.seq000"
-    shard              str      file name of the shard holding it, e.g. "shard-00003.h5"
+    shard              str      file name of the shard holding it, e.g. "shard-00003.h5": a plain name
+                                in the manifest's folder (``shard_path``), never a path out of it
     group              str      HDF5 group in that shard: "sequences/<name>"
     frames             int64    frame count
     fps                float64
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
+from data_schemas.paths import check_name, inside
 
 FORMAT = "handdiffuse.manifest"
 VERSION = 1
@@ -58,6 +60,13 @@ def manifest_path(folder: str | Path) -> Path:
     """The manifest of a dataset folder (a path to the file itself is returned as is)."""
     p = Path(folder)
     return p if p.suffix == ".parquet" else p / MANIFEST_NAME
+
+
+def shard_path(folder: str | Path, shard: object) -> Path:
+    """The file a row's ``shard`` names: a plain file name in the dataset folder, refused (naming
+    the manifest) when it is a path or a symlink that leads out of the folder."""
+    path = manifest_path(folder)
+    return inside(path.parent, check_name(shard, path, "shard"), path, "shard")
 
 
 def empty_manifest():
@@ -102,6 +111,8 @@ def read_manifest(folder: str | Path):
     if bad.any():
         raise SchemaError(path, f"sequence '{df['name'][bad].iloc[0]}' has split {df['split'][bad].iloc[0]!r} "
                                 f"(expected one of {', '.join(SPLITS)})")
+    for shard in df["shard"].unique():
+        shard_path(path, shard)
     df.attrs["split_seed"] = int(meta.get(_META["split_seed"], b"0"))
     df.attrs["split_ratios"] = tuple(json.loads(meta.get(_META["split_ratios"], b"[0.8, 0.1, 0.1]")))
     return df
@@ -118,6 +129,8 @@ def write_manifest(folder: str | Path, df, split_seed: int, split_ratios: tuple[
         raise SchemaError(path, f"missing column '{missing[0]}'")
     if df["name"].duplicated().any():
         raise SchemaError(path, f"sequence '{df['name'][df['name'].duplicated()].iloc[0]}' appears twice")
+    for shard in df["shard"].unique():
+        check_name(shard, path, "shard")
     table = pa.Table.from_pandas(df[list(COLUMNS)].astype(COLUMNS).reset_index(drop=True), preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta.update({_META["format"]: FORMAT.encode(), _META["version"]: str(VERSION).encode(),

@@ -5,7 +5,8 @@
     {"sequence": "seq000", "frame": 120, "camera": "cam07", "hand": "left",
      "reason": "reprojection+temporal_jump", "priority": 3.2}
 
-``reason`` is one or more FailureReason names joined by '+'; ``hand`` is left, right
+``sequence`` and ``camera`` are plain names (``data_schemas.paths.check_name``: no folders, no
+``..``); ``reason`` is one or more FailureReason names joined by '+'; ``hand`` is left, right
 or both; ``priority`` orders the work (higher first: how much a person's clicks in
 this view are expected to help).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from data_schemas.errors import SchemaError
 from data_schemas.jsonl import read_records, write_records
 from data_schemas.mano import REASON_NAMES
+from data_schemas.paths import check_name
 
 HAND_CHOICES = ("left", "right", "both")
 
@@ -41,6 +43,8 @@ class QueueItem:
             raise SchemaError(source, "'sequence' must be a non-empty string")
         if not isinstance(self.camera, str) or not self.camera:
             raise SchemaError(source, "'camera' must be a non-empty string")
+        check_name(self.sequence, source, "sequence")  # both become paths (crops, the sequence's files)
+        check_name(self.camera, source, "camera")
         if isinstance(self.frame, bool) or not isinstance(self.frame, int) or self.frame < 0:
             raise SchemaError(source, f"'frame' must be a non-negative integer, got {self.frame!r}")
         if self.hand not in HAND_CHOICES:

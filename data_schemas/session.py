@@ -1,6 +1,7 @@
 """The session folder: where every stage reads and writes, and ``session.toml``.
 
-Layout (path templates below; ``{seq}`` a sequence folder name, ``{cam}`` a camera)::
+Layout (path templates below; ``{seq}`` a sequence folder name, ``{cam}`` a camera; each a plain
+name, and ``Session.path`` refuses a path that leads out of the session folder)::
 
     session/
       session.toml                           rig + capture metadata (SessionConfig)
@@ -56,6 +57,7 @@ import toml
 from data_schemas.atomic import atomic_write_text, is_partial
 from data_schemas.calibration import CameraRig, read_calibration
 from data_schemas.errors import SchemaError
+from data_schemas.paths import check_name, inside
 
 SESSION_TOML = "session.toml"
 CALIBRATION_VIDEOS = "calibration/videos"
@@ -85,6 +87,7 @@ ARUCO_DICTIONARIES = tuple(
     + [f"DICT_APRILTAG_{t}" for t in ("16h5", "25h9", "36h10", "36h11")]
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_KW_NAMES = {"seq": "sequence", "cam": "camera"}  # template field -> the name in messages
 
 
 @dataclass
@@ -240,7 +243,12 @@ class Session:
         return None
 
     def path(self, template: str, **kw: str) -> Path:
-        return self.root / template.format(**kw)
+        """``root / template`` filled with ``kw``: each value one plain name (``paths.check_name``),
+        the path inside the session folder with every symlink followed (``paths.inside``)."""
+        where = self.root / template.split("{", 1)[0].rstrip("/")
+        for k, v in kw.items():
+            check_name(v, where, _KW_NAMES.get(k, k))
+        return inside(self.root, template.format(**kw), where)
 
     @property
     def cameras(self) -> list[str]:
@@ -255,7 +263,10 @@ class Session:
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def select_sequences(self, names: list[str], stage: str) -> list[str]:
-        """``names`` (empty: every sequence), each checked to exist; SchemaError names the first missing one."""
+        """``names`` (a --sequences option; empty: every sequence), each a plain name that exists;
+        SchemaError names the first that is not."""
+        for s in names:
+            check_name(s, "--sequences", "sequence")
         names = list(names) or self.sequences
         unknown = [s for s in names if s not in self.sequences]
         if unknown:

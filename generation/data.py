@@ -30,7 +30,7 @@ import torch
 
 from data_schemas import h5io
 from data_schemas.errors import SchemaError
-from data_schemas.manifest import SPLITS, manifest_path, read_manifest
+from data_schemas.manifest import SPLITS, manifest_path, read_manifest, shard_path
 from data_schemas.shard import FRAME_FIELDS, ShardReader
 
 FIELDS = FRAME_FIELDS + ("betas",)  # betas: (2, 10), the sequence's, whatever the window
@@ -88,7 +88,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.short: list[str] = rows["name"][~long_enough].tolist()
         self.rows = rows[long_enough].reset_index(drop=True)
         self.names: list[str] = self.rows["name"].tolist()
-        self._shards = [self.root / s for s in self.rows["shard"]]
+        self._shards = [shard_path(self.root, s) for s in self.rows["shard"]]
         self._groups: list[str] = self.rows["group"].tolist()
         self._frames = self.rows["frames"].to_numpy(dtype=np.int64)
         per_sequence = (self._frames - self.window) // self.stride + 1  # (S,) windows of each sequence

@@ -46,14 +46,18 @@ ARCTIC (``SRC``: its ``raw_seqs`` folder, ``<subject>/<sequence>.mano.npy``)::
 - name ``arctic.<subject>.<sequence>``; category = the sequence name without its take number
   ("box_grab_01" -> "box_grab"); fit_error = ``fitting_err`` (taken to be metres, like
   the rest of the file), NaN when absent.
-- The .npy files hold a pickled dict, so they are loaded with pickle enabled: import only
-  files you trust (as ARCTIC's own loaders do).
+- The .npy files hold a pickled dict. ``load_npy`` reads it with an unpickler that builds
+  numpy arrays and nothing else callable (dicts, lists, strings and numbers need no call); any
+  other class or function the file names is refused with one line before it could run, so a
+  crafted file cannot run code.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import struct
 import sys
 import time
 from collections import Counter
@@ -299,6 +303,48 @@ def find_arctic(src: Path) -> list[Path]:
     return found
 
 
+# what np.save writes for a dict of arrays and numbers (numpy 1 and numpy 2 module names)
+_NPY_GLOBALS = frozenset(
+    [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")]
+    + [(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype")])
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays from the stream and nothing callable: any other
+    global is refused when the stream names it, before anything could call it."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NPY_GLOBALS:
+            return super().find_class(module, name)
+        raise _Refused(f"{module}.{name}")
+
+
+def load_npy(path: Path):
+    """A .npy file's array; an object array (np.save of a dict) built by ``_ArraysOnly``, never by
+    pickle's own loader. SchemaError naming ``path`` on anything else."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            _, _, dtype = header(f)
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.load(f, allow_pickle=False)
+            return _ArraysOnly(f).load()
+    except _Refused as e:
+        raise SchemaError(path, f"holds a pickled '{e}', which is not data: only dicts, lists, strings, numbers "
+                                "and numpy arrays are read, and nothing in the file is run") from None
+    except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, AttributeError, struct.error,
+            pickle.UnpicklingError) as e:
+        raise SchemaError(path, f"not a readable .npy file ({e})") from None
+
+
 def _arctic_hand(path: Path, data: dict, hand: str, F: int | None) -> dict[str, np.ndarray]:
     """One hand's arrays, checked: rot (F, 3), pose (F, 45), trans (F, 3), shape (10,), fitting_err (F,)."""
     d = data.get(hand)
@@ -336,10 +382,7 @@ def _arctic_hand(path: Path, data: dict, hand: str, F: int | None) -> dict[str, 
 def read_arctic(path: Path, mano_dir: Path | None = None, fps: float = DEFAULT_FPS) -> ShardSequence:
     """One ``<subject>/<sequence>.mano.npy`` -> a sequence; joints from the MANO model in ``mano_dir``."""
     path = Path(path)
-    try:
-        raw = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as e:
-        raise SchemaError(path, f"not a readable .npy file ({e})") from None
+    raw = load_npy(path)
     data = raw.item() if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == () else raw
     if not isinstance(data, dict):
         raise SchemaError(path, f"expected a saved dict with 'right' and 'left', got {type(data).__name__}")

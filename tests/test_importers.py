@@ -282,6 +282,31 @@ def test_malformed_arctic_is_refused_with_one_line_and_nothing_written(model, me
     assert not (tmp_path / "out").exists()
 
 
+class RunsCode:
+    """What a crafted .npy can hold: unpickling it calls exec, which writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_a_crafted_arctic_file_is_refused_before_it_runs_code(mano_dir, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    (tmp_path / "src" / "s01").mkdir(parents=True)
+    path = tmp_path / "src" / "s01" / "box_grab_01.mano.npy"
+    np.save(path, {"right": RunsCode(marker), "left": {}})
+    cause = ("holds a pickled 'builtins.exec', which is not data: only dicts, lists, strings, numbers and numpy "
+             "arrays are read, and nothing in the file is run")
+    with pytest.raises(SchemaError) as e:
+        read_arctic(path, mano_dir)
+    assert str(e.value) == f"{path}: {cause}"
+    assert ImportCommand(dataset="arctic", src=tmp_path / "src", out=tmp_path / "out", mano_dir=mano_dir).run() == 1
+    assert capsys.readouterr().err == f"error: {path}: {cause}\n"
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
 def test_arctic_round_trip_through_the_dataset(arctic, mano_dir, tmp_path, capsys):
     root, truth = arctic
     out = tmp_path / "dataset"
