@@ -47,6 +47,7 @@ name, and ``Session.path`` refuses a path that leads out of the session folder):
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,8 @@ STATS = "export/stats/stats.json"
 REPORT = "report/index.html"
 GROUND_TRUTH = "ground_truth"
 
+# Input folders that may be symlinks to storage outside the session (stages only read them).
+INPUT_LINKS = (SEQUENCE_VIDEOS,)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 SEQUENCE_OUTPUTS = {"keypoints2d": KEYPOINTS2D, "keypoints2d_manual": KEYPOINTS2D_MANUAL,
                     "joints3d": JOINTS3D, "mano": MANO}
@@ -123,6 +126,13 @@ class SessionConfig:
         return [c.name for c in self.cameras]
 
     def validate(self, source: str | Path) -> None:
+        for k in ("name", "subject", "capture_date"):
+            v = getattr(self, k)
+            if isinstance(v, (_dt.date, _dt.time)):  # tomllib reads an unquoted 2026-11-25 as a date
+                raise SchemaError(source, f'[session] {k} = {v.isoformat()} is a TOML date, not a string: quote it, '
+                                          f'{k} = "{v.isoformat()}"')
+            if not isinstance(v, str):
+                raise SchemaError(source, f"[session] {k} must be a string, got {v!r}")
         if not self.name:
             raise SchemaError(source, "[session] name is empty")
         if not (isinstance(self.fps, (int, float)) and self.fps > 0):
@@ -248,7 +258,11 @@ class Session:
         where = self.root / template.split("{", 1)[0].rstrip("/")
         for k, v in kw.items():
             check_name(v, where, _KW_NAMES.get(k, k))
-        return inside(self.root, template.format(**kw), where)
+        rel = template.format(**kw)
+        if template in INPUT_LINKS:  # raw footage may live on another disk: confine the folder above
+            parent, name = rel.rsplit("/", 1)
+            return inside(self.root, parent, where) / name
+        return inside(self.root, rel, where)
 
     @property
     def cameras(self) -> list[str]:

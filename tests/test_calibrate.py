@@ -78,6 +78,19 @@ def test_rerun_with_unchanged_inputs_does_nothing(take):
     assert toml.stat().st_mtime_ns == before
 
 
+def test_rerun_after_a_kill_before_the_report_writes_it_and_clears_partials(take, tmp_path):
+    root = tmp_path / "s"
+    shutil.copytree(take[0], root)
+    folder = root / "calibration"
+    (folder / "calibration_rig.png").unlink()  # killed after calibration.toml, before the PNGs
+    stale = folder / ".calibration_coverage.png.partial-999999"
+    stale.write_bytes(b"half")
+    r = hd("calibrate", root)
+    assert r.returncode == 0 and r.stdout.startswith("calibrated 5 cameras"), r.stdout
+    assert (folder / "calibration_rig.png").stat().st_size > 1000 and not stale.exists()
+    assert "up to date" in hd("calibrate", root).stdout
+
+
 def _copy(take, tmp_path):
     root = tmp_path / "s"
     shutil.copytree(take[0], root)

@@ -142,3 +142,15 @@ def test_manual_points_take_part_in_triangulation_and_fit(studio, tmp_path):
     r = hd("fit", root)
     assert r.returncode == 0 and f"fitted {SEQ}" in r.stdout, r.stdout
     assert "up to date" in hd("fit", root).stdout
+
+
+def test_rerun_clears_partials_a_killed_run_left_in_the_sequence(studio):
+    folder = studio / "sequences" / SEQ
+    if not (folder / "mano.h5").is_file():
+        assert hd("fit", studio).returncode == 0
+    stale = [folder / f".{name}.partial-999999" for name in ("mano.h5", "joints3d.h5", "keypoints2d.h5")]
+    for p in stale:
+        p.write_bytes(b"half")
+    r = hd("fit", studio)
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stderr
+    assert not any(p.exists() for p in stale)

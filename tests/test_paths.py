@@ -143,6 +143,23 @@ def test_a_sequence_folder_linked_out_of_the_session_is_refused(two_sessions, ca
     assert snapshot(other) == before
 
 
+def test_a_videos_folder_may_live_on_another_disk(tmp_path):
+    from data_schemas.session import SEQUENCE_DIR, SEQUENCE_VIDEOS, CameraSpec, Session, SessionConfig, \
+        write_session_toml
+
+    root, raw = tmp_path / "s", tmp_path / "raw" / "take1"
+    write_session_toml(root / "session.toml", SessionConfig("s", 30.0, [CameraSpec("cam00", 64, 48)]))
+    raw.mkdir(parents=True)
+    (raw / "cam00.MP4").write_bytes(b"")
+    (root / "sequences" / "seq000").mkdir(parents=True)
+    (root / "sequences" / "seq000" / "videos").symlink_to(raw)
+    session = Session.open(root)
+    assert session.path(SEQUENCE_VIDEOS, seq="seq000") == root / "sequences" / "seq000" / "videos"
+    with pytest.raises(SchemaError):  # the sequence's own folder (where outputs go) stays confined
+        (root / "sequences" / "seq001").symlink_to(raw)
+        session.path(SEQUENCE_DIR, seq="seq001")
+
+
 # --- the annotation loop: queue.jsonl and tasks.jsonl -----------------------------------------------------
 
 def queue_line(**change) -> str:
