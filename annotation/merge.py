@@ -39,7 +39,8 @@ from annotation.refit import RefitConfig, RefitSummary, refit_frames, stages_cur
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
-from data_schemas.session import KEYPOINTS2D, KEYPOINTS2D_MANUAL, Session
+from data_schemas.lock import writing, writing_all
+from data_schemas.session import KEYPOINTS2D, KEYPOINTS2D_MANUAL, SEQUENCE_DIR, Session
 
 UNTOUCHED_PX = 0.1  # a point within this of its pre-annotation (full-frame px) was left as it was
 MANUAL_DETECTOR = "manual"  # keypoints2d_manual.h5's ``detector``
@@ -286,8 +287,16 @@ def merge_export(root: str | Path, export: object, source: str, cfg: MergeConfig
     records = {r.key: r for r in read_task_records(session.root / TASKS)}
     if not records:
         raise SchemaError(session.root / TASKS, f"file not found or empty: run `handdiffuse annotate {root}` first")
-    # 2. + 3.
+    # 2.
     views = parse_export(export, records, source, users)
+    # the sequences merged into, then the annotation folder: the order every stage locks them in
+    places = [session.path(SEQUENCE_DIR, seq=s) for s in sorted({v.record.sequence for v in views})]
+    with writing_all(places, "merge"), writing((session.root / MERGED).parent, "merge"):
+        return _merge_views(session, views, cfg, t0)
+
+
+def _merge_views(session: Session, views: list[ManualView], cfg: MergeConfig, t0: float) -> MergeSummary:
+    # 3.
     merged = {r.key: r for r in read_merge_records(session.root / MERGED)}
     todo = [v for v in views if not (v.record.key in merged and merged[v.record.key].annotation_id == v.annotation_id
                                      and merged[v.record.key].updated_at == v.updated_at)]

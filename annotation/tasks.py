@@ -35,6 +35,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
+from data_schemas.lock import writing
 from data_schemas.mano import read_mano
 from data_schemas.paths import inside
 from data_schemas.queue import QueueItem, read_queue
@@ -271,12 +272,18 @@ def task_ids(client, project_id: int) -> dict[str, int]:
 
 
 def import_tasks(root: str | Path, client, cfg: TasksConfig | None = None) -> ImportSummary:
-    """Steps 1 (project) to 3 against a running server's ``client``."""
+    """Steps 1 (project) to 3 against a running server's ``client``; the annotation folder is
+    locked meanwhile."""
+    cfg = cfg or TasksConfig()
+    session = Session.open(root)
+    with writing((session.root / TASKS).parent, "annotate"):
+        return _import_tasks(session, client, cfg)
+
+
+def _import_tasks(session: Session, client, cfg: TasksConfig) -> ImportSummary:
     from label_studio_sdk.core.api_error import ApiError
 
     t0 = time.perf_counter()
-    cfg = cfg or TasksConfig()
-    session = Session.open(root)
     queue_path = session.root / QUEUE
     if not queue_path.is_file():
         raise SchemaError(queue_path, "file not found: run `handdiffuse fit` (or `handdiffuse queue`) first")
