@@ -15,6 +15,12 @@ HDF5 tree (format ``handdiffuse.keypoints2d``, version 1)::
 The manual annotation ``sequences/<seq>/keypoints2d_manual.h5`` (``handdiffuse merge``) is
 this format too, with the same cameras and frames as keypoints2d.h5: score 1 where a person
 placed or moved a point, 0 (x, y NaN) elsewhere, and ``annotators`` / ``annotated_at`` per view.
+
+A found point may lie outside its image: a detector guesses the joints of a hand the image
+border cuts. It may not lie further out than ``OUTSIDE_MARGIN`` times the image's width
+(x) or height (y): such a point is a unit or scale mistake (millimetres, a x1000 factor), not a
+guess. ``handdiffuse validate`` refuses it (``check_inside``); triangulate leaves it out and
+counts it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,18 @@ FORMAT = "handdiffuse.keypoints2d"
 VERSION = 1
 PRODUCED_BY = "handdiffuse detect"
 MANUAL_WEIGHT = 4.0  # score of a person's point where a detection scores <= 1 (triangulation, fit)
+OUTSIDE_MARGIN = 0.5  # a found point lies at most this fraction of the image's width / height outside it
+
+
+def far_outside(keypoints: np.ndarray, image_sizes: np.ndarray, margin: float = OUTSIDE_MARGIN) -> np.ndarray:
+    """(C, F, K, 3) keypoints of images (C, 2) (width, height) px -> (C, F, K) bool: found (score > 0)
+    and more than ``margin`` x the image's width / height outside it."""
+    w = np.asarray(image_sizes, dtype=np.float64)[:, 0, None, None]  # (C, 1, 1)
+    h = np.asarray(image_sizes, dtype=np.float64)[:, 1, None, None]
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    with np.errstate(invalid="ignore"):
+        out = (x < -margin * w) | (x > (1 + margin) * w) | (y < -margin * h) | (y > (1 + margin) * h)
+    return out & (keypoints[..., 2] > 0)
 
 
 @dataclass
@@ -60,6 +78,20 @@ class Keypoints2D:
     def found(self) -> np.ndarray:
         """(C, F, 42) bool: the detector returned the point."""
         return self.keypoints[..., 2] > 0
+
+    def check_inside(self, source: str | Path, margin: float = OUTSIDE_MARGIN) -> None:
+        """SchemaError if a found point lies further outside its image than ``margin`` x its size: how
+        many, and the first (camera, frame, keypoint, position)."""
+        far = far_outside(self.keypoints, self.image_sizes, margin)
+        if not far.any():
+            return
+        c, f, k = (int(i[0]) for i in np.nonzero(far))
+        x, y = self.keypoints[c, f, k, :2]
+        w, h = self.image_sizes[c]
+        how_far = "half the image size" if margin == 0.5 else f"{margin:g} x the image size"
+        raise SchemaError(source, f"{int(far.sum())} keypoints lie more than {how_far} outside the image "
+                                  f"(first: camera '{self.cameras[c]}', frame {int(self.frames[f])}, keypoint {k} at "
+                                  f"x={x:.1f}, y={y:.1f} in a {w}x{h} image)")
 
     def validate(self, source: str | Path) -> None:
         dims: dict[str, int] = {"C": len(self.cameras)}

@@ -53,6 +53,7 @@ def _check_h5(path: Path) -> tuple[str, str]:
     fmt = _h5_format(path)
     if fmt == keypoints2d.FORMAT:
         kp = keypoints2d.read_keypoints2d(path)
+        kp.check_inside(path)
         found = kp.found.mean() if kp.keypoints.size else 0.0
         return "keypoints2d", (f"{len(kp.cameras)} cameras x {len(kp.frames)} frames, detector {kp.detector}, "
                                f"{found:.1%} of points found")

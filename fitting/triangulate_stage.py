@@ -3,7 +3,9 @@
 1. read ``sequences/<seq>/keypoints2d.h5`` and ``calibration/calibration.toml``; the cameras
    of the keypoints, in their order, must all be calibrated, at the same image size; the
    points a person placed (``keypoints2d_manual.h5``, from ``handdiffuse merge``) replace the
-   detections there, weighted above them
+   detections there, weighted above them; points further outside their image than half its
+   size (``data_schemas.keypoints2d.OUTSIDE_MARGIN``: a unit or scale mistake) are left out,
+   and counted in the summary
 2. triangulate every frame (``fitting.triangulate``: robust per point, left/right swaps fixed)
 3. write joints3d.h5 atomically: joints, reprojection error, inlier cameras, the method,
    the cameras and which views had their hands exchanged, and the inputs' fingerprint
@@ -28,7 +30,7 @@ import numpy as np
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
-from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
+from data_schemas.keypoints2d import OUTSIDE_MARGIN, far_outside, overlay_manual, read_keypoints2d
 from data_schemas.lock import writing
 from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, SEQUENCE_DIR, Session
 from fitting.triangulate import INLIER_PX, triangulate
@@ -63,14 +65,15 @@ class SequenceSummary:
     swapped_views: int  # (camera, frame) views whose hands were exchanged
     seconds: float
     skipped: bool = False
+    outside: int = 0  # found keypoints far outside their image, left out (not counted when skipped)
 
     @staticmethod
-    def of(name: str, j: Joints3D, seconds: float, skipped: bool = False) -> "SequenceSummary":
+    def of(name: str, j: Joints3D, seconds: float, skipped: bool = False, outside: int = 0) -> "SequenceSummary":
         valid = j.valid
         err = float(j.reproj_error[valid].mean()) if valid.any() else float("nan")
         swapped = int(j.swapped.sum()) if j.swapped is not None else 0
         return SequenceSummary(name, len(j.frames), float(valid.mean()) if valid.size else 0.0, err, swapped,
-                               seconds, skipped)
+                               seconds, skipped, outside)
 
 
 def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateConfig, manual: Path | None = None) -> str:
@@ -81,6 +84,7 @@ def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateConfig, manu
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TriangulateConfig) if f.name != "sequences"}
+    opts["outside_margin"] = OUTSIDE_MARGIN  # points further out are left out
     h.update(json.dumps(opts, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -99,9 +103,9 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
         with writing(session.path(SEQUENCE_DIR, seq=seq), "triangulate"):
             summary = _triangulate_sequence(session, seq, calibration, cfg)
         if not summary.skipped:
-            LOG.info("triangulated %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %.1f s", seq,
-                     summary.frames, 100 * summary.triangulated, summary.reproj_px, summary.swapped_views,
-                     summary.seconds)
+            LOG.info("triangulated %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %d keypoints far "
+                     "outside the image left out, %.1f s", seq, summary.frames, 100 * summary.triangulated,
+                     summary.reproj_px, summary.swapped_views, summary.outside, summary.seconds)
         summaries.append(summary)
     return summaries
 
@@ -140,10 +144,14 @@ def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: Tr
         raise SchemaError(kp_path, "no hand keypoints detected in any camera")
     if not (score > cfg.min_score).any():
         raise SchemaError(kp_path, f"no hand keypoints with a score above min_score={cfg.min_score} in any camera")
+    far = far_outside(keypoints, kp.image_sizes)  # (C, F, 42)
+    keypoints[far] = [np.nan, np.nan, 0.0]
+    if not (keypoints[..., 2] > cfg.min_score).any():
+        kp.check_inside(kp_path)  # every usable point was far outside: say how many, and the first
     # 2.
     result = triangulate(rig, keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
     # 3.
     j = Joints3D(kp.frames, result.joints, result.reproj_error, result.n_cameras, kp.fps, result.method,
                  inputs=fp, cameras=kp.cameras, swapped=result.swapped)
     write_joints3d(out, j)
-    return SequenceSummary.of(seq, j, time.perf_counter() - t0)
+    return SequenceSummary.of(seq, j, time.perf_counter() - t0, outside=int(far.sum()))

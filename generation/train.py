@@ -5,7 +5,8 @@ A run folder (``runs/<name>``)::
     runs/<name>/
       run.json          the resolved model + training configuration, the data it trained on
       checkpoint.pt     the latest state (model, optimiser, step), rewritten atomically every
-                        ``checkpoint_every`` steps: a killed run resumes from it
+                        ``checkpoint_every`` steps: a killed run resumes from it, given the same
+                        model, data and training options (``RESUME_OPTIONS``); others are refused
       model.pt          the trained generator (format "handdiffuse.model"), written at the end
       loss.jsonl        one line per ``log_every`` steps: step, phase, loss terms
       loss.png          the loss curves, redrawn at every checkpoint
@@ -53,6 +54,9 @@ from generation.model import HandDiffuse, HandDiffuseConfig, config_from_dict
 
 LOG = logging.getLogger("handdiffuse")
 CHECKPOINT, MODEL, RUN_JSON, LOSS_LOG, LOSS_PNG = "checkpoint.pt", "model.pt", "run.json", "loss.jsonl", "loss.png"
+# Training options that change the model a run ends with: a checkpoint keeps them and a resumed run must
+# have the same. Not ihde_steps (raised to go on), nor the device, threads, checkpoint or log intervals.
+RESUME_OPTIONS = ("batch_size", "lr", "weight_decay", "clip", "seed", "stats_windows")
 RUN_FORMAT, MODEL_FORMAT, VERSION = "handdiffuse.run", "handdiffuse.model", 1
 FIELDS = ("joints", "global_orient", "hand_pose")
 
@@ -275,6 +279,10 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
             raise SchemaError(ckpt_path, f"the run was started with --shde-steps {ckpt['shde_steps']}; keep it")
         if ckpt["data_hash"] != data_hash:
             raise SchemaError(ckpt_path, f"the run was started on other data than {shards}'s train split; use a new --run")
+        for name, old in ckpt.get("train", {}).items():  # checkpoints of before they kept them: not checked
+            if old != getattr(opts, name):
+                raise SchemaError(ckpt_path, f"the run was started with --{name.replace('_', '-')} {old}, not "
+                                             f"{getattr(opts, name)}: resume it with the same option, or use a new --run")
         model.load_state_dict(ckpt["model"])
         start, phase_opt = int(ckpt["step"]), ckpt["optimizer"]
     else:
@@ -356,6 +364,7 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
                 if ranks.main:
                     payload = {"format": RUN_FORMAT, "version": VERSION, "model_config": run_info["model"],
                                "shde_steps": shde_steps, "data_hash": data_hash, "step": step + 1,
+                               "train": {name: getattr(opts, name) for name in RESUME_OPTIONS},
                                "model": model.state_dict(),
                                "optimizer": {"phase": phase, "state": optimizer.state_dict()}}
                     with atomic_path(ckpt_path) as tmp:

@@ -161,7 +161,7 @@ class Triangulate(TriangulateConfig):
                 continue
             print(f"triangulated {s.name}: {s.frames} frames -> {out}: {100 * s.triangulated:.1f}% of joints, "
                   f"reprojection {s.reproj_px:.2f} px, {s.swapped_views} views with the hands exchanged, "
-                  f"{s.seconds:.1f} s")
+                  f"{s.outside} keypoints far outside the image left out, {s.seconds:.1f} s")
         return EXIT_OK
 
 

@@ -122,6 +122,22 @@ def test_validate_nan_in_mano(tmp_path):
         f"error: {p}: 'transl' has 1 NaN/inf values (first at index (3, 1, 2))")
 
 
+
+def test_validate_keypoints_far_outside_the_image(tmp_path):
+    p = tmp_path / "keypoints2d.h5"
+    kp = make_keypoints2d(3)  # 640x480 images
+    kp.keypoints[0, 0, 0, :2] = [900, 100]  # outside, but within half the image: a guess at a cut-off hand
+    kp.keypoints[1, 2, 5, :2] = [640000, 480000]
+    kp.keypoints[2, 3, 7, :2] = [-400, 100]
+    write_keypoints2d(p, kp)
+    assert _one_error(hd("validate", p)) == (
+        f"error: {p}: 2 keypoints lie more than half the image size outside the image (first: camera 'cam01', "
+        "frame 2, keypoint 5 at x=640000.0, y=480000.0 in a 640x480 image)")
+    kp.keypoints[1, 2, 5, 2] = kp.keypoints[2, 3, 7, 2] = 0.0  # not found: their x, y mean nothing
+    kp.keypoints[1, 2, 5, :2] = kp.keypoints[2, 3, 7, :2] = float("nan")
+    write_keypoints2d(p, kp)
+    assert hd("validate", p).returncode == 0
+
 def test_calibrate_missing_session_folder():
     assert _one_error(hd("calibrate", "somewhere")) == "error: somewhere: session folder not found"
 

@@ -134,3 +134,24 @@ def test_a_killed_training_resumes_to_the_same_model(shards, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "loss.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 299
+
+
+@pytest.mark.parametrize("option, value, old", [("--lr", "0.001", "0.0001"), ("--seed", "3", "0"),
+                                                ("--batch-size", "8", "4")])
+def test_resuming_with_other_training_options_is_refused(run, tmp_path, option, value, old, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+
+    def files():
+        return {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+    before = files()
+    capsys.readouterr()
+    assert main(["train", "--shards", json.loads((run / "run.json").read_text())["shards"], "--run", str(copy),
+                 *TINY, option, value, "--shde-steps", "6", "--ihde-steps", "8"]) == 1  # the last one given counts
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {copy / 'checkpoint.pt'}: the run was started with {option} {old}, not {value}: resume it with "
+        "the same option, or use a new --run")
+    assert files() == before

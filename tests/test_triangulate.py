@@ -353,3 +353,34 @@ def test_stage_nothing_detected(session):
     with pytest.raises(SchemaError) as e:
         triangulate_session(session)
     assert str(e.value) == f"{path}: no hand keypoints detected in any camera"
+
+
+def test_stage_counts_and_leaves_out_keypoints_far_outside_the_image(session, capsys):
+    from pipeline.cli import main
+
+    path = session / "sequences" / SEQ / "keypoints2d.h5"
+    kp = read_keypoints2d(path)
+    kp.keypoints[0, ..., :2] *= 1000  # one camera's points in thousandths of a pixel
+    write_keypoints2d(path, kp)
+    far = int((kp.keypoints[0, ..., 2] > 0).sum())
+    assert far > 0
+    capsys.readouterr()
+    assert main(["triangulate", str(session), "--method", "dlt"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 views with the hands exchanged, {far} keypoints far outside the image left out, " in out
+    j = read_joints3d(session / "sequences" / SEQ / "joints3d.h5")
+    truth = read_joints3d(session / "ground_truth" / "sequences" / SEQ / "joints3d.h5")
+    assert j.valid.mean() > 0.8 and np.abs(j.joints - truth.joints)[j.valid].max() < 1e-3  # 1 mm
+
+
+def test_stage_every_keypoint_far_outside_the_image(session):
+    path = session / "sequences" / SEQ / "keypoints2d.h5"
+    kp = read_keypoints2d(path)
+    kp.keypoints[..., :2] *= 1000
+    write_keypoints2d(path, kp)
+    with pytest.raises(SchemaError) as e:
+        triangulate_session(session)
+    n = int((kp.keypoints[..., 2] > 0).sum())
+    assert str(e.value).startswith(f"{path}: {n} keypoints lie more than half the image size outside the image "
+                                   f"(first: camera 'cam00', frame {kp.frames[0]}, keypoint ")
+    assert not (session / "sequences" / SEQ / "joints3d.h5").exists()
