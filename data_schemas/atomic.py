@@ -9,11 +9,17 @@ no file at the target path, never a truncated one. The temp file is named
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
 
+from data_schemas.errors import SchemaError
+
 PARTIAL_MARKER = ".partial-"
+# a place that refuses the file (read-only or immutable folder, read-only file system) or has
+# no room for it (full disk, quota, file size limit)
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def partial_path(target: Path) -> Path:
@@ -26,25 +32,44 @@ def is_partial(path: Path) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temp path to write; on clean exit it replaces ``target`` in one step."""
+    """Yield a temp path to write; on clean exit it replaces ``target`` in one step.
+
+    A write the place refuses or has no room for (``WRITE_ERRNOS``: a read-only folder, a full
+    disk) becomes ``SchemaError(target, "cannot write: <reason>")``; no temp file is left.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(target)
-    tmp.unlink(missing_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise cannot_write(target, e) from None
         raise
+
+
+def cannot_write(target: str | Path, e: OSError) -> SchemaError:
+    """The one line for a write that failed with ``e`` (its errno's text: h5py's and pyarrow's
+    messages run over several lines)."""
+    return SchemaError(target, f"cannot write: {os.strerror(e.errno) if e.errno else e}")
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(target: str | Path, data: bytes | memoryview) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def remove_stale_partials(folder: str | Path) -> list[Path]:

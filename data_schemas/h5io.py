@@ -11,6 +11,7 @@ both by HDF5 on read and by a full check in ``verify_checksums``.
 from __future__ import annotations
 
 import hashlib
+import io
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +19,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from data_schemas.atomic import atomic_path
+from data_schemas.atomic import atomic_write_bytes
 from data_schemas.errors import SchemaError
 
 CHECKSUM_ATTR = "sha256"
@@ -117,14 +118,21 @@ def verify_checksums(f: h5py.File, source: str | Path) -> list[str]:
 
 @contextmanager
 def create(path: str | Path, fmt: str, version: int, **attrs: object) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing, atomically: it appears at ``path`` only when complete."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs["format"] = fmt
-            f.attrs["version"] = int(version)
-            for k, v in attrs.items():
-                f.attrs[k] = v
-            yield f
+    """Open a new HDF5 file for writing, atomically: it appears at ``path`` only when complete.
+
+    HDF5 builds the file in memory; the finished image goes to disk in one Python write, whose
+    failure (full disk, read-only folder) is an OSError that ``atomic_path`` turns into one line.
+    HDF5 must never meet a failed write itself: HDF5 2.0 then crashes the process (SIGSEGV in
+    H5D__flush_all_cb) closing the file, or at exit. The cost: the file's size in memory.
+    """
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver="latest") as f:
+        f.attrs["format"] = fmt
+        f.attrs["version"] = int(version)
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        yield f
+    atomic_write_bytes(path, image.getbuffer())
 
 
 @contextmanager

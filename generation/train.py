@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import io
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_schemas.atomic import atomic_path, atomic_write_text
+from data_schemas.atomic import atomic_path, atomic_write_bytes, atomic_write_text, cannot_write
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import manifest_path
@@ -200,8 +201,15 @@ def save_model(model: HandDiffuse, path: Path, data_hash: str, steps: int) -> No
     payload = {"format": MODEL_FORMAT, "version": VERSION, "config": dataclasses.asdict(model.cfg),
                "model": model.state_dict(), "data_hash": data_hash, "steps": steps,
                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_payload(payload, path)
+
+
+def save_payload(payload: dict, path: Path) -> None:
+    """torch.save through memory, then one Python write: torch reports a failed write (full disk)
+    as a RuntimeError naming neither the file nor the cause; Python's OSError ``atomic_path`` words."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> HandDiffuse:
@@ -353,8 +361,11 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
             if ranks.main and (step % opts.log_every == 0 or step + 1 == total):
                 row = {"step": step, "phase": phase, **last}
                 log_lines.append(row)
-                log_file.write(json.dumps(row) + "\n")
-                log_file.flush()
+                try:
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+                except OSError as e:
+                    raise cannot_write(run / LOSS_LOG, e) from None
                 bar.set_postfix_str(f"{phase} {last['total']:.4f}")
                 if bar.disable:
                     LOG.info("train: step %d/%d %s loss %.4f", step + 1, total, phase, last["total"])
@@ -367,8 +378,7 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
                                "train": {name: getattr(opts, name) for name in RESUME_OPTIONS},
                                "model": model.state_dict(),
                                "optimizer": {"phase": phase, "state": optimizer.state_dict()}}
-                    with atomic_path(ckpt_path) as tmp:
-                        torch.save(payload, tmp)
+                    save_payload(payload, ckpt_path)
                     _plot(run, log_lines)
     bar.close()
     if ranks.main:

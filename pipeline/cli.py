@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # last resort: a stage's read or write the system refused, said in one line
+        cause = os.strerror(e.errno) if e.errno else " ".join(str(e).split())
+        print(f"error: {e.filename}: {cause}" if e.filename else f"error: {cause}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
