@@ -204,3 +204,29 @@ def test_short_video_is_refused_unless_allowed(studio, tmp_path, capsys):
             "5 frames where the other cameras have 8: every camera shows only 4 instants (1..4) instead of 6 (1..6)"
             in out.err)
     assert list(read_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5").frames) == [1, 2, 3, 4]
+
+
+def test_two_detects_on_one_session_both_succeed_and_agree(studio, detected, tmp_path):
+    from data_schemas.lock import hold
+
+    root = tmp_path / "s"
+    shutil.copytree(studio, root)
+    seq_dir = root / "sequences" / SEQ
+    env = dict(os.environ, HANDDIFFUSE_LOG="INFO")
+    with hold(seq_dir, "test"):
+        procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "detect", str(root), "--chunk-frames", "4"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        for p in procs:
+            for line in p.stderr:
+                if "waiting for" in line:
+                    assert f"detect: waiting for {seq_dir}: in use by pid {os.getpid()} (test, since " in line
+                    break
+            else:
+                raise AssertionError(f"detect did not wait: rc {p.wait()}")
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("up to date" in out for out, _ in outs) == 1  # the second found the first's result
+    ref = read_keypoints2d(detected[0] / "sequences" / SEQ / "keypoints2d.h5")
+    got = read_keypoints2d(seq_dir / "keypoints2d.h5")
+    np.testing.assert_array_equal(got.keypoints, ref.keypoints)

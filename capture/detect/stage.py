@@ -47,6 +47,7 @@ from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
+from data_schemas.lock import writing_all
 from data_schemas.session import KEYPOINTS2D, SEQUENCE_DIR, Session
 
 LOG = logging.getLogger("handdiffuse")
@@ -277,10 +278,19 @@ def _chunk_state(path: Path, chunk: Chunk, fp: str) -> Literal["missing", "done"
 def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | None = None,
            executor: Executor | None = None) -> list[SequenceSummary]:
     """Detect every sequence of the session; chunks run on ``executor`` (default: local processes,
-    ``cfg.workers`` of them; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray)."""
+    ``cfg.workers`` of them; the CLI passes a ``pipeline.executors.RayExecutor`` for --executor ray).
+    The sequences' folders are locked while it runs."""
+    cfg = cfg or DetectConfig()
+    session = Session.open(root)
+    names = session.select_sequences(cfg.sequences, "detect")
+    with writing_all([session.path(SEQUENCE_DIR, seq=s) for s in names], "detect"):
+        return _detect(root, cfg, progress, executor)
+
+
+def _detect(root: str | Path, cfg: DetectConfig, progress: bool | None,
+            executor: Executor | None) -> list[SequenceSummary]:
     from capture.ingest import open_take
 
-    cfg = cfg or DetectConfig()
     executor = executor or cfg.local_executor(cfg.workers)
     if cfg.batch < 1 or cfg.chunk_frames < 1:
         raise SchemaError(root, "detect needs --batch >= 1 and --chunk-frames >= 1")
