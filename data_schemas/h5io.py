@@ -14,7 +14,7 @@ import hashlib
 import io
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import h5py
 import numpy as np
@@ -24,6 +24,7 @@ from data_schemas.errors import SchemaError
 
 CHECKSUM_ATTR = "sha256"
 STR_DTYPE = h5py.string_dtype("utf-8")
+T = TypeVar("T")
 
 
 def digest(array: np.ndarray) -> str:
@@ -200,3 +201,15 @@ def _join(group: str, name: str) -> str:
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_if_current(path: Path, read: Callable[[Path], T], inputs: str) -> T | None:
+    """The stage output at ``path`` if it exists, reads cleanly and was made from ``inputs``
+    (its ``inputs`` fingerprint); else None: the stage makes it (again)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        old = read(path)
+    except SchemaError:
+        return None
+    return old if getattr(old, "inputs", None) == inputs else None

@@ -37,6 +37,7 @@ import numpy as np
 
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
+from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
@@ -219,16 +220,11 @@ def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor:
         t0 = time.perf_counter()
         out = session.path(MANO, seq=seq)
         fp = fingerprint(session, seq, cfg)
-        if out.is_file():
-            try:
-                old = read_mano(out)
-            except SchemaError:
-                old = None
-            if old is not None and old.inputs == fp:
-                queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
-                    if (session.root / QUEUE).is_file() else []
-                summaries[seq] = _summary(seq, old, queued, time.perf_counter() - t0, skipped=True)
-                continue
+        if (old := read_if_current(out, read_mano, fp)) is not None:
+            queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
+                if (session.root / QUEUE).is_file() else []
+            summaries[seq] = _summary(seq, old, queued, time.perf_counter() - t0, skipped=True)
+            continue
         jobs.append((session.root, seq, cfg, fp))
     gpus = 0.0 if cfg.options.device == "cpu" else cfg.task_gpus
     for done in executor.map_unordered(fit_one, jobs, TaskResources(cpus=cfg.threads, gpus=gpus)):

@@ -29,6 +29,7 @@ import numpy as np
 
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
+from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
 from data_schemas.keypoints2d import OUTSIDE_MARGIN, far_outside, overlay_manual, read_keypoints2d
 from data_schemas.lock import writing
@@ -118,13 +119,8 @@ def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: Tr
         raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
     manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
     fp = fingerprint(kp_path, calibration, cfg, manual_path)
-    if out.is_file():
-        try:
-            old = read_joints3d(out)
-        except SchemaError:
-            old = None
-        if old is not None and old.inputs == fp:
-            return SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True)
+    if (old := read_if_current(out, read_joints3d, fp)) is not None:
+        return SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True)
     # 1.
     kp = read_keypoints2d(kp_path)
     rig = read_calibration(calibration)

@@ -46,6 +46,7 @@ from capture.detect.tracking import MOTION_WEIGHT, track_sides
 from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
+from data_schemas.h5io import read_if_current
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
 from data_schemas.lock import writing_all
 from data_schemas.session import KEYPOINTS2D, SEQUENCE_DIR, Session
@@ -309,16 +310,11 @@ def _detect(root: str | Path, cfg: DetectConfig, progress: bool | None,
         instants = list(take.instants)
         fp = sequence_fingerprint(session, seq, cfg, detector_name, take.instants)
         chunk_dir = session.path(CHUNK_DIR, seq=seq)
-        if out.is_file():
-            try:
-                old = read_keypoints2d(out)
-            except SchemaError:
-                old = None
-            if old is not None and old.inputs == fp:
-                shutil.rmtree(chunk_dir, ignore_errors=True)
-                summaries.append(SequenceSummary(seq, len(old.cameras), len(old.frames), 0, 0,
-                                                 _found(old.keypoints), time.perf_counter() - t0, skipped=True))
-                continue
+        if (old := read_if_current(out, read_keypoints2d, fp)) is not None:
+            shutil.rmtree(chunk_dir, ignore_errors=True)
+            summaries.append(SequenceSummary(seq, len(old.cameras), len(old.frames), 0, 0,
+                                             _found(old.keypoints), time.perf_counter() - t0, skipped=True))
+            continue
         # 1.
         chunks = [Chunk(seq, cam, instants[i:i + cfg.chunk_frames])
                   for cam in session.cameras for i in range(0, len(instants), cfg.chunk_frames)]
