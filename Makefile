@@ -35,7 +35,7 @@ help:
 	@echo "                           the stages before it run first where their outputs are missing"
 	@echo "make annotate-stop SESSION=dir    stop that session's Label Studio server"
 	@echo "make annotation-status SESSION=dir  queued / in Label Studio / annotated / merged"
-	@echo "make hand-model            regenerate the bundled open hand model (fitting/hand_model/data)"
+	@echo "make hand-model            regenerate the bundled open hand model (hand_model/data)"
 	@echo "make hand-model-render     draw it at rest and in 6 sampled poses -> docs/hand_model.png"
 
 setup: $(STAMP)
@@ -125,11 +125,11 @@ eval-demo: export
 
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
 hand-model: $(STAMP)
-	$(BIN)/python -m fitting.hand_model.generate --out fitting/hand_model/data
+	$(BIN)/python -m hand_model.generate --out hand_model/data
 
 hand-model-render: $(STAMP)
 	mkdir -p docs
-	$(BIN)/python -m fitting.hand_model.render docs/hand_model.png
+	$(BIN)/python -m hand_model.render docs/hand_model.png
 
 bench: $(STAMP)
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -113,7 +113,7 @@ def refit_frames(root: str | Path, seq: str, frames: list[int], cfg: RefitConfig
 
     from fitting.fit import FitInputs, fit_sequence
     from fitting.fit_stage import fingerprint, load_inputs
-    from fitting.hand_model.model import HandModel, HandModelConfig
+    from hand_model.model import HandModel, HandModelConfig
     from fitting.triangulate_stage import TriangulateConfig, fingerprint as tri_fingerprint
     from fitting.quality import measure
     from fitting.triangulate import INLIER_PX, METHODS, triangulate

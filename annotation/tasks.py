@@ -78,7 +78,7 @@ def _fit_joints(session: Session, seq: str, frames: np.ndarray, cfg: TasksConfig
         return {}
     import torch
 
-    from fitting.hand_model.model import HandModel, HandModelConfig
+    from hand_model.model import HandModel, HandModelConfig
 
     fit = read_mano(path)
     row = {int(f): i for i, f in enumerate(fit.frames)}
@@ -118,7 +118,7 @@ def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> 
     """Task records for ``items`` (one sequence or several), their crop images written."""
     import cv2
 
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
 
     records: list[TaskRecord] = []
     rig_all = session.load_calibration()
@@ -327,7 +327,7 @@ def _import_tasks(session: Session, client, cfg: TasksConfig) -> ImportSummary:
 def _recut(session: Session, r: TaskRecord) -> None:
     import cv2
 
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
 
     take = open_take(session, r.sequence, allow_short_videos=True)  # a frame a task was made from
     _, frame = next(take.read(r.camera, [r.frame]))

@@ -52,7 +52,7 @@ def truth_of(root: Path, seq: str) -> tuple[Keypoints2D, dict | None]:
 def side_ablation(root: Path, seqs: list[str]) -> dict[str, DetectionScore]:
     """One detector pass; the sides decided four ways, each scored."""
     from capture.detect.mediapipe import MediaPipeConfig, MediaPipeHands, _logit
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
 
     session = Session.open(root)
     weight = MediaPipeConfig().geometry_weight

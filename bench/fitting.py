@@ -43,7 +43,7 @@ from capture.studio.motion import FAMILIES, make_motion  # noqa: E402
 from capture.studio.rig import FULL, make_rig  # noqa: E402
 from data_schemas.keypoints import N_HAND_JOINTS  # noqa: E402
 from fitting.fit import FitInputs, FitOptions, fit_sequence  # noqa: E402
-from fitting.hand_model.model import HandModel  # noqa: E402
+from hand_model.model import HandModel  # noqa: E402
 from fitting.quality import QualityRule, measure  # noqa: E402
 from fitting.triangulate import triangulate  # noqa: E402
 

@@ -34,7 +34,7 @@ def full_preset_images_per_s(n_cameras: int = 4, n_frames: int = 3, workers: int
 
     from capture.studio.motion import make_motion
     from capture.studio.scene import pose_scene
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     rig, _ = make_rig(FULL, 0)
     model = HandModel()

@@ -36,8 +36,8 @@ from capture.studio.motion import FAMILIES, make_motion
 from capture.studio.render import make_background, render_view
 from capture.studio.rig import DEMO, make_rig
 from capture.studio.scene import pose_scene, view_truth
-from capture.video import VideoWriter, read_frames
-from fitting.hand_model.model import HandModel
+from data_schemas.video import VideoWriter, read_frames
+from hand_model.model import HandModel
 
 COLORS = ((255, 128, 0), (0, 200, 255))
 

@@ -62,7 +62,7 @@ REPEATS = 3
 def motion_joints(seed: int = 0) -> np.ndarray:
     """(F, 42, 3) joints, m: one motion of each family, one after the other."""
     from capture.studio.motion import FAMILIES, make_motion, pose_motion
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     model = HandModel()
     joints = []

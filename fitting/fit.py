@@ -52,8 +52,8 @@ import torch
 
 from data_schemas.calibration import CameraRig
 from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
-from fitting.hand_model.joints_layer import JointsLayer, rodrigues
-from fitting.hand_model.model import AXIS_ANGLE_MIRROR, HandModel
+from hand_model.joints_layer import JointsLayer, rodrigues
+from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
 PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly rigid
 
@@ -412,7 +412,7 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
     residual): the step is approximate, the accepted cost exact. Each problem keeps its own
     damping lambda."""
     from data_schemas.keypoints import OURS_OF_MANO21
-    from fitting.hand_model import pose_prior
+    from hand_model import pose_prior
 
     B = X.shape[0]
     dev, dt = X.device, X.dtype

@@ -108,7 +108,7 @@ def fingerprint(session: Session, seq: str, cfg: FitConfig) -> str:
 
 
 def _model(cfg: FitConfig):
-    from fitting.hand_model.model import HandModel, HandModelConfig
+    from hand_model.model import HandModel, HandModelConfig
 
     return HandModel(HandModelConfig(kind=cfg.hand_model, mano_dir=cfg.mano_dir))
 

@@ -134,7 +134,7 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     # contact
     penetration = np.zeros((F, 2))
     if vertices_of is not None:
-        from fitting.hand_model.contact import hand_contact
+        from hand_model.contact import hand_contact
 
         gap = np.linalg.norm(fit_joints[:, 0, :, None] - fit_joints[:, 1, None], axis=-1).min((1, 2))
         close = np.nonzero(gap < 0.02)[0]

@@ -119,7 +119,7 @@ def _real_windows(shards: Path, split: str, window: int, opts: EvaluateOptions) 
 
 def _penetration(joints, global_orient, hand_pose, transl=None, betas=None) -> PenetrationResult:
     """Penetration over all frames of (N, T, ...) motions (parameters from the joints when no transl)."""
-    from fitting.hand_model.posing import hand_model_for
+    from hand_model.posing import hand_model_for
 
     model = hand_model_for("open_hand")
     depths = []

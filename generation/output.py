@@ -23,8 +23,8 @@ from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.mano import N_BETAS
 from data_schemas.shard import ShardSequence
-from fitting.hand_model.model import HandModel
-from fitting.hand_model.posing import hand_model_for
+from hand_model.model import HandModel
+from hand_model.posing import hand_model_for
 
 SOURCE = "generated"
 

@@ -9,11 +9,11 @@ inside). Over a motion::
     mean_depth             mean depth over the frames that penetrate (0 if none does)
 
 1. Both hands' meshes from the motion's parameters, posed with the hand model
-   (``fitting.hand_model.posing.pose_hands``; ``penetration`` only).
+   (``hand_model.posing.pose_hands``; ``penetration`` only).
 2. Bounding-box prefilter, all frames at once: a vertex inside the other hand lies inside its
    box, so frames whose two boxes do not overlap have depth 0.
 3. The remaining frames: inside test and exact vertex-to-surface distance of
-   ``fitting.hand_model.contact.hand_contact`` (its ``depth``, without the gap distance).
+   ``hand_model.contact.hand_contact`` (its ``depth``, without the gap distance).
 
 Speed: step 1 ~0.3 ms a frame; step 3 ~5-15 ms a frame of hands in contact, nothing for the
 frames step 2 drops: a 200-frame motion with the hands in contact throughout in ~3 s on one core.
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fitting.hand_model.contact import hand_contact
-from fitting.hand_model.model import HandModel
-from fitting.hand_model.posing import hand_model_for, pose_hands
+from hand_model.contact import hand_contact
+from hand_model.model import HandModel
+from hand_model.posing import hand_model_for, pose_hands
 
 
 @dataclass

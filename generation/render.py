@@ -5,7 +5,7 @@
 
 Each picture shows both hands' meshes, posed from the generated rotations with the translation of
 ``generation.output.motion_parameters`` (wrists on the generated wrists), and the generated
-skeleton over them; left blue, right orange (``fitting.hand_model.draw``). The view is a fixed
+skeleton over them; left blue, right orange (``hand_model.draw``). The view is a fixed
 3/4 view of the sequence frame (z up), centred on the motion. Files are written atomically.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from data_schemas.atomic import atomic_path
-from fitting.hand_model.draw import Viewpoint, draw_mesh, draw_skeleton
-from fitting.hand_model.posing import hand_model_for, pose_hands
+from hand_model.draw import Viewpoint, draw_mesh, draw_skeleton
+from hand_model.posing import hand_model_for, pose_hands
 from generation.output import motion_parameters
 
 MAX_ROWS = 4  # samples in one filmstrip

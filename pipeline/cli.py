@@ -70,7 +70,7 @@ class ManoConvert:
     """Folder to write the converted MANO_RIGHT.pkl and MANO_LEFT.pkl to (not the source folder)."""
 
     def run(self) -> int:
-        from fitting.hand_model.mano_io import convert
+        from hand_model.mano_io import convert
 
         written = convert(self.src, self.out)
         for path in written:

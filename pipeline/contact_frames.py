@@ -3,7 +3,7 @@
 A frame (both hands valid) is *contacting* when the shortest distance between a vertex of the
 left hand's posed mesh and a vertex of the right's is under ``threshold`` (3 mm in the paper),
 or when the hands interpenetrate: a vertex of one inside the other's closed mesh, as
-``fitting.hand_model.contact`` decides (a hand pressed into the other can keep every vertex
+``hand_model.contact`` decides (a hand pressed into the other can keep every vertex
 pair farther apart than 3 mm on a mesh whose edges are ~5 mm long).
 
 1. Both hands' meshes, in batched forward passes of the hand model (~0.3 ms a frame).
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fitting.hand_model.contact import hand_contact
-from fitting.hand_model.model import HandModel
-from fitting.hand_model.posing import BATCH, pose_hands
+from hand_model.contact import hand_contact
+from hand_model.model import HandModel
+from hand_model.posing import BATCH, pose_hands
 
 THRESHOLD = 0.003  # m, the paper's contact distance
 

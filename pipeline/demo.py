@@ -128,7 +128,7 @@ def fit(cfg: DemoConfig) -> str:
     from data_schemas.joints3d import read_joints3d
     from data_schemas.mano import read_mano
     from fitting.fit_stage import fit_session
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     summaries = fit_session(cfg.session)
     model = HandModel()

@@ -372,8 +372,8 @@ def _session_inputs(root: Path, opts: ExportOptions) -> tuple[list[_Input], list
 def _load_joints_layer(kind: str, mano_dir: Path | None) -> tuple[str, "torch.nn.Module"]:
     """(model name, its joints-only forward pass); equal to ``HandModel.forward``'s joints, without
     skinning the whole surface."""
-    from fitting.hand_model.joints_layer import JointsLayer
-    from fitting.hand_model.model import HandModel, HandModelConfig
+    from hand_model.joints_layer import JointsLayer
+    from hand_model.model import HandModel, HandModelConfig
 
     model = HandModel(HandModelConfig(kind=kind, mano_dir=mano_dir))  # type: ignore[arg-type]
     return model.name, JointsLayer(model)

@@ -73,7 +73,7 @@ from data_schemas.keypoints import HAND_JOINT_NAMES, HANDS, N_HAND_JOINTS, N_KEY
 from data_schemas.mano import N_BETAS, N_POSE
 from data_schemas.shard import ShardSequence
 from pipeline.export import ExportOptions, ExportSummary, append_to_dataset
-from fitting.hand_model.posing import hand_model_for, pose_hands
+from hand_model.posing import hand_model_for, pose_hands
 
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
 DEFAULT_FPS = 30.0

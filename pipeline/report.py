@@ -50,7 +50,7 @@ from data_schemas.manifest import MANIFEST_NAME, read_manifest
 from data_schemas.queue import read_queue
 from data_schemas.session import (CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, REPORT, SEQUENCE_DIR,
                                   SESSION_TOML, STATS, Session)
-from fitting.hand_model.draw import HAND_COLORS, Viewpoint, draw_mesh, draw_skeleton
+from hand_model.draw import HAND_COLORS, Viewpoint, draw_mesh, draw_skeleton
 
 NEUTRAL = "#5a5a5a"  # bars that are about no hand in particular
 INDEX = "index.html"
@@ -302,13 +302,13 @@ def _motion(s: Session, img: _Images, opts: ReportOptions) -> Section:
         if fit is not None:
             if model is None and not model_note:
                 try:
-                    from fitting.hand_model.posing import hand_model_for
+                    from hand_model.posing import hand_model_for
 
                     model = hand_model_for(fit.hand_model, opts.mano_dir, s.path(MANO, seq=q))
                 except SchemaError as e:
                     model_note = f"meshes not drawn: {e}"
             if model is not None:
-                from fitting.hand_model.posing import pose_hands
+                from hand_model.posing import pose_hands
 
                 at = {int(f): i for i, f in enumerate(fit.frames)}
                 idx = np.array([at.get(int(f), -1) for f in shown])

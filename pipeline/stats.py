@@ -49,7 +49,7 @@ from data_schemas.manifest import MANIFEST_NAME, shard_path as shard_file
 from data_schemas.shard import ShardReader
 from pipeline.contact_frames import THRESHOLD, contact_frames
 from pipeline.export import read_manifest
-from fitting.hand_model.posing import flat_hand_pose, hand_model_for
+from hand_model.posing import flat_hand_pose, hand_model_for
 
 FORMAT = "handdiffuse.stats"
 VERSION = 1

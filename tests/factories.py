@@ -89,7 +89,7 @@ def posed_sequence(name: str, n_frames: int = 48, seed: int = 0, model=None) -> 
     the hands ~15 cm apart."""
     import torch
 
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     model = model or HandModel()
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from capture.calibration.evaluate import compare_rigs
 from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_views
 from capture.studio.board_take import write_board_videos
 from capture.studio.rig import BOARD, DEMO, make_rig
-from capture.video import VideoWriter
+from data_schemas.video import VideoWriter
 from data_schemas import SchemaError
 from data_schemas.calibration import read_calibration
 from data_schemas.session import SessionConfig, read_session_toml, write_session_toml

@@ -130,7 +130,7 @@ def test_resume_with_other_detector_options_discards_the_old_chunks(studio, dete
     """A run killed with some chunks done, resumed with other detector options, gives what a clean
     run with those options gives, and says that it discarded the old chunks."""
     from capture.detect.stage import Chunk, DetectConfig, detect_chunk
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
     from data_schemas.session import Session
     from pipeline.cli import main
 
@@ -179,7 +179,7 @@ def test_chunk_fingerprint_covers_every_detector_option():
 
 
 def test_short_video_is_refused_unless_allowed(studio, tmp_path, capsys):
-    from capture.video import VideoWriter, read_frames
+    from data_schemas.video import VideoWriter, read_frames
     from pipeline.cli import main
 
     root = tmp_path / "s"

@@ -80,7 +80,7 @@ def test_chirality_tells_the_hand_models_hands_apart():
     import torch
     from scipy.spatial.transform import Rotation
 
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     model = HandModel()
     n = 200

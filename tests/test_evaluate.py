@@ -7,7 +7,7 @@ import pytest
 
 from data_schemas.errors import SchemaError
 from data_schemas.manifest import read_manifest
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from generation.evaluate import EvaluateOptions, evaluate, preset_of
 from generation.model import PRESETS
 from generation.train import TrainOptions, load_model, train

@@ -15,7 +15,7 @@ from data_schemas.mano import read_mano, write_mano
 from data_schemas.session import CameraSpec, SessionConfig, write_session_toml
 from data_schemas.shard import ShardReader, read_shard
 from data_schemas.validate import validate_path
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from pipeline.export import (ExportCommand, ExportOptions, append_to_dataset, assign_split, export_sessions)
 from tests.factories import make_keypoints2d, make_mano, make_sequence
 from tests.test_h5_schemas import corrupt_one_byte

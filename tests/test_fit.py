@@ -5,8 +5,8 @@ import torch
 from capture.studio.motion import make_motion
 from data_schemas.mano import FailureReason
 from fitting.fit import FitInputs, FitOptions, fit_sequence, fit_shape, kabsch, penetration_penalty, right_jacobian
-from fitting.hand_model.joints_layer import JointsLayer, rodrigues
-from fitting.hand_model.model import HandModel
+from hand_model.joints_layer import JointsLayer, rodrigues
+from hand_model.model import HandModel
 from fitting.quality import QualityRule, choose_views, measure
 from tests.factories import make_rig
 
@@ -126,7 +126,7 @@ def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
 def test_contact_stage_resolves_deep_penetration(model):
     """Triangulated joints that drive the hands 8 mm into each other: the contact stage pushes
     them back to about the allowance, where the fit without it leaves them deep."""
-    from fitting.hand_model.contact import hand_contact
+    from hand_model.contact import hand_contact
 
     m = make_motion("communication", 20, 30.0, 4, model)
     args = [torch.as_tensor(a) for a in (m.global_orient, m.hand_pose, m.betas, m.transl)]

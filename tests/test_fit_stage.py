@@ -13,7 +13,7 @@ from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
 from data_schemas.mano import FailureReason, read_mano
 from data_schemas.queue import read_queue
 from data_schemas.validate import validate_path
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 
 SEQ = "seq000"
 

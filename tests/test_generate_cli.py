@@ -13,7 +13,7 @@ import torch
 
 from data_schemas.manifest import read_manifest
 from data_schemas.shard import read_shard
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from generation.model import PRESETS
 from generation.train import TrainOptions, train
 from pipeline.cli import main

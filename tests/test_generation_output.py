@@ -6,11 +6,11 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from capture.video import read_frames
+from data_schemas.video import read_frames
 from data_schemas.errors import SchemaError
 from data_schemas.shard import NAME_RE, ShardReader, read_shard, write_shard
-from fitting.hand_model.draw import HAND_COLORS
-from fitting.hand_model.posing import hand_model_for, pose_hands
+from hand_model.draw import HAND_COLORS
+from hand_model.posing import hand_model_for, pose_hands
 from generation.output import motion_parameters, motions_to_sequences
 from generation.render import VIDEO_SIZE, render_filmstrip, render_video
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_schemas.errors import SchemaError
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from generation.controls import InBetween, Keypoints2D, PinholeCamera, Reference, Trajectory
 from generation.data import WindowDataset
 from generation.model import PRESETS, HandDiffuse, HandDiffuseConfig

@@ -7,10 +7,10 @@ import trimesh
 
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import FINGERTIPS, bone_lengths
-from fitting.hand_model import generate, pose_prior, shape_space
-from fitting.hand_model.anatomy import documented_lengths, rest_keypoints
-from fitting.hand_model.mesh_checks import self_intersections
-from fitting.hand_model.model import AXIS_ANGLE_MIRROR, HandModel, HandModelConfig
+from hand_model import generate, pose_prior, shape_space
+from hand_model.anatomy import documented_lengths, rest_keypoints
+from hand_model.mesh_checks import self_intersections
+from hand_model.model import AXIS_ANGLE_MIRROR, HandModel, HandModelConfig
 
 MIRROR = np.array([-1.0, 1.0, 1.0])
 

@@ -10,10 +10,10 @@ from data_schemas import SchemaError
 from data_schemas.keypoints import FINGERS
 from data_schemas.manifest import read_manifest
 from data_schemas.shard import read_shard
-from fitting.hand_model import generate
-from fitting.hand_model.model import MANO_DIR_ENV, HandModel
+from hand_model import generate
+from hand_model.model import MANO_DIR_ENV, HandModel
 from pipeline.importers import (ImportCommand, find_interhand, read_arctic, read_dataset, read_interhand)
-from fitting.hand_model.posing import hand_model_for, pose_hands
+from hand_model.posing import hand_model_for, pose_hands
 
 PREFIX = "InterHand2.6M_train"
 # capture -> its frame indices: capture 0 has a gap (two takes), capture 7 one take

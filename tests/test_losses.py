@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from generation.losses import (InteractionLossConfig, bone_lengths, contact_points, interaction_loss, potential,
                                shape_loss)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from data_schemas import SchemaError
-from fitting.hand_model.mano_io import (
+from hand_model.mano_io import (
     KEYS, fix_left_shapedirs, load_mano_pair, load_model_pickle, write_model_pickle,
 )
 
@@ -149,7 +149,7 @@ except ImportError:
 else:
     raise AssertionError("chumpy is importable here; this test needs an environment without it")
 
-from fitting.hand_model.mano_io import KEYS, convert, load_mano_pair
+from hand_model.mano_io import KEYS, convert, load_mano_pair
 
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 e = np.load(src / "expected.npz")

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fitting.hand_model.posing import hand_model_for
+from hand_model.posing import hand_model_for
 from generation.metrics import diversity, frechet_distance, mean_interval
 from generation.penetration import PenetrationResult, penetration, penetration_depths
 

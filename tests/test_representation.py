@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.hand_model.joints_layer import rodrigues
-from fitting.hand_model.model import AXIS_ANGLE_MIRROR, HandModel
+from hand_model.joints_layer import rodrigues
+from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 from generation.representation import (
     HAND_DIM, GlobalRep, LocalRep, RepresentationConfig, RepStats, canonicalize, decode_hand, encode_hand,
     mirror_left_to_right, mirror_right_to_left, mirror_start, quat_conjugate, quat_cumprod, quat_from_axis_angle,

@@ -7,11 +7,11 @@ import torch
 
 from data_schemas import SchemaError
 from data_schemas.shard import ShardSequence
-from fitting.hand_model import generate
-from fitting.hand_model.model import AXIS_ANGLE_MIRROR, MANO_DIR_ENV, HandModel
+from hand_model import generate
+from hand_model.model import AXIS_ANGLE_MIRROR, MANO_DIR_ENV, HandModel
 from pipeline.contact_frames import contact_frames
 from pipeline.export import ExportOptions, append_to_dataset
-from fitting.hand_model.posing import hands_mean
+from hand_model.posing import hands_mean
 from pipeline.stats import PLOTS, StatsCommand, StatsOptions, _tsne, compute_stats, write_stats
 
 MIRROR_ORIENT = np.array([1.0, -1.0, -1.0])  # an axis-angle vector under x -> -x

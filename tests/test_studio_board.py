@@ -12,7 +12,7 @@ from capture.studio.board_take import (BOARD_POSES, BoardMotion, BoardRenderer, 
                                        motion_for_rig, pixel_to_board, read_board_truth, take_lighting,
                                        write_board_truth, write_board_videos)
 from capture.studio.rig import BOARD, DEMO, RigConfig, make_rig
-from capture.video import read_frames
+from data_schemas.video import read_frames
 from data_schemas.errors import SchemaError
 from data_schemas.session import CALIBRATION_VIDEOS, BoardSpec
 

@@ -7,7 +7,7 @@ import pytest
 
 from capture.studio.build import STUDIO_TOML, StudioConfig, build_session
 from capture.studio.motion import FAMILIES
-from capture.video import read_frames
+from data_schemas.video import read_frames
 from data_schemas import SchemaError
 from data_schemas.calibration import read_calibration
 from data_schemas.joints3d import read_joints3d
@@ -71,7 +71,7 @@ def test_ground_truth_agrees_with_itself(session):
     # the hands in the truth are the hand model's hands with the truth's parameters
     import torch
 
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     out = HandModel()(torch.as_tensor(mano.global_orient), torch.as_tensor(mano.hand_pose),
                       torch.as_tensor(mano.betas), torch.as_tensor(mano.transl))

@@ -1,5 +1,5 @@
 """Procedural two-hand motion for the studio (capture.studio.motion) and the contact measure it
-relies on (fitting.hand_model.contact), checked against brute-force and closed-form answers."""
+relies on (hand_model.contact), checked against brute-force and closed-form answers."""
 
 from dataclasses import dataclass
 
@@ -10,8 +10,8 @@ import trimesh
 
 from capture.studio.motion import (FAMILIES, FOREARM_MIN_GAP, HandMotion, forearm_directions, forearm_gap, make_motion,
                                    pose_motion)
-from fitting.hand_model.contact import HandContact, hand_contact, inside_mesh, mesh_topology, signed_distance
-from fitting.hand_model.model import HandModel
+from hand_model.contact import HandContact, hand_contact, inside_mesh, mesh_topology, signed_distance
+from hand_model.model import HandModel
 
 FPS = 30.0
 N_FRAMES = 90

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 from generation.model import PRESETS
 from generation.train import TrainOptions, train
 from pipeline.export import ExportOptions, append_to_dataset

@@ -49,7 +49,7 @@ def usable(ids: np.ndarray, corners: np.ndarray, squares_x: int) -> bool:
 
 def _detect_camera(job: tuple) -> CameraViews:
     from capture.charuco import detect_charuco, make_detector
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
     from data_schemas.session import Session
 
     root, camera, instants, allow_short_videos = job
@@ -74,8 +74,8 @@ def _detect_camera(job: tuple) -> CameraViews:
 def detect_board_views(root: Path, stride: int = 1, workers: int = 2, progress: bool | None = None,
                        allow_short_videos: bool = False) -> list[CameraViews]:
     """Detect the board in every ``stride``-th instant of every camera's calibration video (a short
-    video refused unless ``allow_short_videos``: ``capture.ingest.open_take``)."""
-    from capture.ingest import open_take
+    video refused unless ``allow_short_videos``: ``data_schemas.takes.open_take``)."""
+    from data_schemas.takes import open_take
     from data_schemas.session import Session
 
     session = Session.open(root)

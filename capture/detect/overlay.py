@@ -37,7 +37,7 @@ def draw_hands(image: np.ndarray, row: np.ndarray, scale: float = 1.0) -> np.nda
 
 def write_overlay(path: Path, take, kp: Keypoints2D, max_cameras: int = 6, columns: int = 4,
                   tile_width: int = 320) -> Path:
-    """Draw ``kp`` on frames of ``take`` (capture.ingest.Take) and write the sheet to ``path``."""
+    """Draw ``kp`` on frames of ``take`` (data_schemas.takes.Take) and write the sheet to ``path``."""
     C, F = len(kp.cameras), len(kp.frames)
     cams = sorted(set(np.linspace(0, C - 1, min(C, max_cameras)).round().astype(int)))
     cols = sorted(set(np.linspace(0, F - 1, min(F, columns)).round().astype(int)))

@@ -204,7 +204,7 @@ def _detector(cfg: DetectConfig):
 
 def detect_chunk(root: Path, chunk: Chunk, cfg: DetectConfig) -> Path:
     """Detect hands in one chunk and save its candidates; returns the chunk file. Ray-ready."""
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
 
     session = Session.open(root)
     take = open_take(session, chunk.seq, cfg.allow_short_videos)
@@ -290,7 +290,7 @@ def detect(root: str | Path, cfg: DetectConfig | None = None, progress: bool | N
 
 def _detect(root: str | Path, cfg: DetectConfig, progress: bool | None,
             executor: Executor | None) -> list[SequenceSummary]:
-    from capture.ingest import open_take
+    from data_schemas.takes import open_take
 
     executor = executor or cfg.local_executor(cfg.workers)
     if cfg.batch < 1 or cfg.chunk_frames < 1:

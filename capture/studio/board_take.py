@@ -2,7 +2,7 @@
 
 Outputs, in a session folder (layout of ``data_schemas.session``)::
 
-    calibration/videos/{cam}.mp4      the board as every camera saw it (capture.video)
+    calibration/videos/{cam}.mp4      the board as every camera saw it (data_schemas.video)
     ground_truth/board_poses.npz      BOARD_POSES: the board's true pose per frame
         version         int, NPZ_VERSION
         R               (F, 3, 3) float64, board -> world rotation
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from capture.charuco import BoardTexture, board_corners, board_texture
-from capture.video import VideoWriter
+from data_schemas.video import VideoWriter
 from data_schemas.atomic import atomic_path
 from data_schemas.calibration import Camera, CameraRig
 from data_schemas.errors import SchemaError

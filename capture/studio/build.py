@@ -112,7 +112,7 @@ def config_doc(cfg: StudioConfig) -> dict:
 def build_session(cfg: StudioConfig) -> StudioSummary:
     from capture.studio.board_take import write_board_videos
     from capture.studio.motion import FAMILIES
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     t0 = time.perf_counter()
     root = cfg.out
@@ -194,7 +194,7 @@ def _render_camera(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
     from capture.studio.render import make_background, render_view
     from capture.studio.scene import view_truth
-    from capture.video import VideoWriter
+    from data_schemas.video import VideoWriter
 
     job = _JOB
     scene, cam = job["scene"], job["rig"].cameras[c]

@@ -26,10 +26,10 @@ The paper's four categories (``FAMILIES``):
 How a sequence is made:
 
 1. A family's script appends keyframes (``Key``): each hand's rotation, anatomical joint
-   angles (``fitting.hand_model.pose_prior``) and wrist position. A contact keyframe is
+   angles (``hand_model.pose_prior``) and wrist position. A contact keyframe is
    placed by ``Script.touch``: the active hand's landmark (a fingertip, the palm centre...)
    faces the target's landmark, then the hands are slid apart or together along the
-   contact normal until the exact overlap (``fitting.hand_model.contact``) is ``PRESS``.
+   contact normal until the exact overlap (``hand_model.contact``) is ``PRESS``.
    Each keyframe's duration follows from the longest joint path to it (0.3-2 s, mean joint
    speed 0.2-0.4 m/s). A transition that would pass one hand through the other goes round
    it (a key half-way with the hands drawn apart); an action whose frames would turn a
@@ -54,9 +54,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from capture.studio.render import vertex_normals
-from fitting.hand_model import pose_prior
-from fitting.hand_model.contact import hand_contact
-from fitting.hand_model.model import AXIS_ANGLE_MIRROR, HandModel
+from hand_model import pose_prior
+from hand_model.contact import hand_contact
+from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
 FAMILIES = ("random_interaction", "communication", "tutting", "sign")  # the paper's four categories
 

@@ -50,7 +50,7 @@ def render_poses(out: str, n_poses: int = 6, seed: int = 0) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    from fitting.hand_model.model import HandModel
+    from hand_model.model import HandModel
 
     model = HandModel()
     rng = np.random.default_rng(seed)

@@ -81,7 +81,7 @@ def lbs(vertices: np.ndarray, weights: np.ndarray, R: np.ndarray, t: np.ndarray)
 
 def sample_rotations(n: int, rng: np.random.Generator, rest: np.ndarray, joints: np.ndarray) -> np.ndarray:
     """(n, 16, 3, 3) local rotations: root identity, finger joints uniform within their limits."""
-    from fitting.hand_model import pose_prior
+    from hand_model import pose_prior
 
     frames = pose_prior.anatomical_frames(joints, pose_prior.bone_children(rest))
     lo, hi = pose_prior.limits_deg()

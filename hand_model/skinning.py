@@ -24,9 +24,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from data_schemas.keypoints import FINGERS
-from fitting.hand_model.anatomy import MM, RADII_MM
-from fitting.hand_model.shape_space import MANO_TO_OURS, finger_points
-from fitting.hand_model.surface import finger_sdf, palm_sdf
+from hand_model.anatomy import MM, RADII_MM
+from hand_model.shape_space import MANO_TO_OURS, finger_points
+from hand_model.surface import finger_sdf, palm_sdf
 
 PALM = 0  # part label; fingers are 1 + FINGERS.index(finger)
 THUMB_CMC_BLEND = 14 * MM

@@ -27,8 +27,8 @@ import torch
 
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import MANO21_TO_OPENPOSE, OURS_OF_MANO21
-from fitting.hand_model import mano_io, pose_prior
-from fitting.hand_model.generate import DATA_DIR, LEFT_FILE, RIGHT_FILE, TIP_VERTEX_IDS
+from hand_model import mano_io, pose_prior
+from hand_model.generate import DATA_DIR, LEFT_FILE, RIGHT_FILE, TIP_VERTEX_IDS
 
 MANO_DIR_ENV = "HANDDIFFUSE_MANO_DIR"
 AXIS_ANGLE_MIRROR = np.tile([1.0, -1.0, -1.0], 15)  # right <-> left hand pose
@@ -131,7 +131,7 @@ class HandModel(torch.nn.Module):
         out = self(z, torch.zeros(1, 2, 45, device=dev), None if betas is None else betas, z)
         return out.joints[0]
 
-    # -- pose prior: joint limits in each joint's anatomical frame (fitting.hand_model.pose_prior) --
+    # -- pose prior: joint limits in each joint's anatomical frame (hand_model.pose_prior) --
 
     def sample_poses(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, 2, 45) plausible hand poses, both hands drawn independently."""

@@ -1,4 +1,4 @@
-"""capture.ingest on tiny sessions: 3 cameras of 64x48 at 30 fps, 20 frames each.
+"""data_schemas.takes on tiny sessions: 3 cameras of 64x48 at 30 fps, 20 frames each.
 
 Frame k of every video is a uniform gray of level 20 + 12 k, so a test can tell which
 video frame it got back despite compression; exact comparisons use the frames of a
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.ingest import open_take, probe
-from capture.video import VideoWriter, read_frames
+from data_schemas.takes import open_take, probe
+from data_schemas.video import VideoWriter, read_frames
 from data_schemas import SchemaError
 from data_schemas.session import CameraSpec, Session, SessionConfig, write_session_toml
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fitting.hand_model.model import HandModel
+from hand_model.model import HandModel
 
 
 def rodrigues(rotvec: torch.Tensor) -> torch.Tensor:

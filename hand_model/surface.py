@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fitting.hand_model.anatomy import FINGERS, MM, RADII_MM, finger_chain
+from hand_model.anatomy import FINGERS, MM, RADII_MM, finger_chain
 
 
 def round_cone(p: np.ndarray, a: np.ndarray, b: np.ndarray, ra: float, rb: float) -> np.ndarray:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from data_schemas.errors import SchemaError
-from fitting.hand_model import mano_io
-from fitting.hand_model.model import MANO_DIR_ENV, HandModel, HandModelConfig
+from hand_model import mano_io
+from hand_model.model import MANO_DIR_ENV, HandModel, HandModelConfig
 
 HAND_MODELS = ("open_hand", "mano")
 BATCH = 256  # frames per forward pass: the (B, 2, V, 3) output of 256 frames is ~11 MB

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import capture.video  # noqa: F401  (quiets FFmpeg and OpenCV logging before any capture opens)
+import data_schemas.video  # noqa: F401  (quiets FFmpeg and OpenCV logging before any capture opens)
 import cv2
 import numpy as np
 
