@@ -222,9 +222,11 @@ def main() -> None:
         for k in range(args.kills):
             trial = work / f"{stage}-{k}"
             shutil.rmtree(trial, ignore_errors=True)
-            for _ in range(5):  # a run that ends before its moment is no kill: start over, earlier
+            for attempt in range(6):  # a run that ends before its moment is no kill: start over, earlier
                 shutil.copytree(before[stage], trial, symlinks=True)
                 moment = startup + float(rng.uniform(0.0, 0.9)) * max(seconds[stage] - startup, 0.1)
+                if attempt == 5:  # a stage quicker than its start-up: killed while it starts
+                    moment = 0.5 * startup
                 if kill_at(stage, trial, moment):
                     break
                 shutil.rmtree(trial)
