@@ -46,10 +46,11 @@ import numpy as np
 import torch
 
 from data_schemas.atomic import atomic_path, atomic_write_bytes, atomic_write_text, cannot_write
+from data_schemas.dataset import dataset_hash
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import manifest_path
-from generation.data import WindowDataset, dataset_hash
+from generation.data import WindowDataset
 from generation.device import resolve_device
 from generation.model import HandDiffuse, HandDiffuseConfig, config_from_dict
 

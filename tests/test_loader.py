@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from data_schemas import SchemaError
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.manifest import SPLITS, read_manifest
 from data_schemas.shard import read_shard
 from generation.data import WindowDataset
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import make_sequence
 
 WINDOW = 50
@@ -18,7 +18,7 @@ def dataset(tmp_path_factory):
     """17 sequences in several shards, every split used; 'imp.s16' shorter than the window."""
     root = tmp_path_factory.mktemp("dataset")
     seqs = [make_sequence(f"imp.s{i:02d}", n, i) for i, n in enumerate(LENGTHS)]
-    append_to_dataset(root, seqs, ExportOptions(shard_mb=0.3, split_ratios=(0.5, 0.25, 0.25)))
+    append_to_dataset(root, seqs, DatasetOptions(shard_mb=0.3, split_ratios=(0.5, 0.25, 0.25)))
     truth = {s.name: s for p in sorted(root.glob("shard-*.h5")) for s in read_shard(p)}
     assert len({*read_manifest(root)["shard"]}) > 2 and set(read_manifest(root)["split"]) == set(SPLITS)
     return root, truth
