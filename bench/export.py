@@ -6,7 +6,7 @@ within ~10 cm, MANO parameters as sums of slow sines (global orientation ~1 rad,
 pose ~0.3 rad), ~3% of (frame, hand) invalid in runs, ~1% of frames with manual annotation,
 fit errors of 1-5 mm. Made with numpy; no hand model.
 
-1. write: ``pipeline.export.append_to_dataset`` into a temp folder (validation,
+1. write: ``data_schemas.dataset.append_to_dataset`` into a temp folder (validation,
    fingerprints, gzip + checksums, shards, manifest); rate = shard bytes on disk / seconds.
 2. loader: ``torch.utils.data.DataLoader(WindowDataset(root, window=200), batch_size=64,
    shuffle=True, num_workers=2)`` (the train split); after ``--warmup`` batches (the workers
@@ -33,9 +33,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from data_schemas.dataset import MB, DatasetOptions, append_to_dataset  # noqa: E402
 from data_schemas.shard import ShardSequence  # noqa: E402
 from generation.data import WindowDataset  # noqa: E402
-from pipeline.export import MB, ExportOptions, append_to_dataset  # noqa: E402
 
 CATEGORIES = ("clasp", "interlock", "tap", "rub", "pinch", "tutting")
 
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=250)
     ap.add_argument("--frames", type=int, default=1000, help="frames per sequence")
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--shard-mb", type=float, default=ExportOptions.shard_mb)
+    ap.add_argument("--shard-mb", type=float, default=DatasetOptions.shard_mb)
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
@@ -101,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.dir or Path(tmp) / "dataset"
         # 1.
-        s = append_to_dataset(root, seqs, ExportOptions(shard_mb=args.shard_mb))
+        s = append_to_dataset(root, seqs, DatasetOptions(shard_mb=args.shard_mb))
         del seqs
         on_disk = sum(p.stat().st_size for p in root.glob("shard-*.h5"))
         write_mb_per_s = on_disk / MB / s.seconds

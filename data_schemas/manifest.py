@@ -3,8 +3,9 @@
 The shards (``data_schemas.shard``) hold the arrays; the manifest says which shard holds
 each sequence, how long it is, where it came from and which split it belongs to, so a
 loader or a statistics pass can choose sequences without opening every shard. It lives
-here, beside the shard layout, because every side reads it: the export writes it, the
-validator checks it against the shards and the training loader picks its windows from it.
+here, beside the shard layout, because every side reads it: ``data_schemas.dataset`` writes
+it (for export, import and sampling) and picks the training windows from it, and the
+validator checks it against the shards.
 
 Columns (format ``handdiffuse.manifest``, version 1)::
 

@@ -1,8 +1,9 @@
-"""The dataset: HDF5 sequence shards, format version 1 (``export/shard-00000.h5`` ...).
+"""The dataset's files: HDF5 sequence shards, format version 1 (``export/shard-00000.h5`` ...).
 
 A shard holds many sequences of one frame rate. Everything is in metres and
 seconds; hand axis 0 = left, 1 = right; joints in the 42-point order of
-``data_schemas.keypoints``.
+``data_schemas.keypoints``. A dataset folder (its shards and the manifest that lists
+them) is written and read through ``data_schemas.dataset``; this module is one file.
 
 HDF5 tree (format ``handdiffuse.shard``, version 1)::
 
@@ -13,7 +14,7 @@ HDF5 tree (format ``handdiffuse.shard``, version 1)::
       <name>/                                   name: [A-Za-z0-9_.-]+, unique in the dataset
         attrs: fps, n_frames, source ("capture" | "generated" | "interhand2.6m" | "arctic" ...),
                session, subject, category, capture_date, hand_model, flat_hand_mean
-        joints         (F, 42, 3)  float32  m; NaN only where the hand is not valid
+        joints         (F, 42, 3)  float32  m; NaN only where the hand is not valid; by source: below
         global_orient  (F, 2, 3)   float32  axis-angle
         hand_pose      (F, 2, 45)  float32  axis-angle, MANO joint order
         betas          (2, 10)     float32
@@ -21,6 +22,19 @@ HDF5 tree (format ``handdiffuse.shard``, version 1)::
         valid          (F, 2)      bool     hand fitted and accepted in this frame
         manual         (F, 2)      bool     frame carries manual 2D annotation (provenance)
         fit_error      (F, 2)      float32  mean 3D residual of the fit, m; NaN if unknown
+
+What ``joints`` are depends on the sequence's ``source``; the MANO parameters beside them are
+always parameters of the hand model ``hand_model`` names (posed relative to its mean or flat
+hand as ``flat_hand_mean`` says):
+
+- "capture" (``handdiffuse export``): the fitted hand model's joints, i.e. mano.h5's fitted
+  parameters posed through the model the fit used; not the triangulated points.
+- "generated" (``handdiffuse sample``): the generator's decoded joints, as sampled, not posed
+  through the hand model; ``global_orient`` / ``hand_pose`` are its decoded rotations, ``betas``
+  zero and ``transl`` puts each model wrist on the generated wrist (``generation.output``).
+- imported (``handdiffuse import``): the source's. "interhand2.6m": its annotated 3D joints
+  (``world_coord``), with its MANO fits beside them; "arctic": its MANO parameters posed through
+  the user's MANO.
 
 Each dataset is chunked along frames (256), gzip + shuffle compressed, with
 HDF5's fletcher32 per chunk and a ``sha256`` attribute over its content.

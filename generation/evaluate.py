@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from data_schemas.atomic import atomic_write_text
+from data_schemas.dataset import dataset_hash
 from data_schemas.errors import SchemaError
 from data_schemas.manifest import manifest_path
 from generation import controls
-from generation.data import WindowDataset, dataset_hash
+from generation.data import WindowDataset
 from generation.device import resolve_device
 from generation.evaluator import EvaluatorConfig, load_evaluator, train_evaluator
 from generation.metrics import diversity, frechet_distance, mean_interval

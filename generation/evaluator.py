@@ -50,9 +50,10 @@ import torch
 from torch import nn
 
 from data_schemas.atomic import atomic_path
+from data_schemas.dataset import dataset_hash
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
-from generation.data import WindowDataset, dataset_hash
+from generation.data import WindowDataset
 from generation.denoiser import sinusoid
 from generation.device import resolve_device
 from generation.representation import RepStats, canonicalize

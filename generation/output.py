@@ -1,7 +1,7 @@
-"""Generated motion as dataset sequences: ``ShardSequence``s that ``data_schemas.shard.write_shard`` stores.
+"""Generated motion as dataset sequences: ``ShardSequence``s that the dataset's writer stores.
 
     seqs = motions_to_sequences(joints, global_orient, hand_pose, fps=30.0, prefix="run1.sample")
-    write_shard(out / "shard-00000.h5", seqs)
+    append_to_dataset(out, seqs, DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))  # data_schemas.dataset
 
 What a generated sequence holds:
 

@@ -15,7 +15,9 @@ Per step s (0 ... shde_steps + ihde_steps - 1):
 
     1. phase = SHDe while s < shde_steps, then IHDe (SHDe frozen from then on)
     2. a batch of windows drawn with a generator seeded by (seed, s): the same batch, diffusion
-       steps and noise whether the run went straight through or was killed and resumed
+       steps and noise whether the run went straight through or was killed and resumed. The
+       batches come through the dataset's DataLoader (``generation.data``: ``WindowDataset``
+       with ``StepBatches`` as its batch sampler)
     3. features: ``HandDiffuse.encode`` (sequence frame, representations), no gradient
     4. t ~ U{0 ... T - 1}, noise ~ N(0, I); the phase's losses (``generation.model``)
     5. AdamW step with the gradient norm clipped at ``clip``
@@ -46,10 +48,11 @@ import numpy as np
 import torch
 
 from data_schemas.atomic import atomic_path, atomic_write_bytes, atomic_write_text, cannot_write
+from data_schemas.dataset import dataset_hash
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import manifest_path
-from generation.data import WindowDataset, dataset_hash
+from generation.data import StepBatches, WindowDataset, window_loader
 from generation.device import resolve_device
 from generation.model import HandDiffuse, HandDiffuseConfig, config_from_dict
 
@@ -133,9 +136,8 @@ def _init_distributed(device_name: str) -> tuple[_Ranks, torch.device]:
     return ranks, device
 
 
-def _batch(ds: WindowDataset, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    items = [ds[int(i)] for i in indices]
-    return {f: torch.stack([it[f] for it in items]).to(device) for f in FIELDS}
+def _on(device: torch.device, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f: batch[f].to(device) for f in FIELDS}
 
 
 def fit_statistics(model: HandDiffuse, ds: WindowDataset, windows: np.ndarray, n: int, seed: int,
@@ -146,9 +148,10 @@ def fit_statistics(model: HandDiffuse, ds: WindowDataset, windows: np.ndarray, n
     rng = np.random.default_rng(seed)
     pick = windows if len(windows) <= n else rng.choice(windows, n, replace=False)
     xs, hs = [], []
+    chunks = [chunk.tolist() for chunk in np.array_split(pick, max(1, len(pick) // 64))]
     with torch.no_grad():
-        for chunk in np.array_split(pick, max(1, len(pick) // 64)):
-            b = _batch(ds, chunk, device)
+        for batch in window_loader(ds, chunks):
+            b = _on(device, batch)
             enc = model.encode(b["joints"], b["global_orient"], b["hand_pose"])
             xs.append(enc.x)
             hs.append(enc.hands.flatten(0, 1))
@@ -309,6 +312,8 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
 
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (ranks.main and sys.stderr.isatty()))
     per_rank = opts.batch_size // ranks.world
+    batches = StepBatches(windows, opts.batch_size, opts.seed, start, total, ranks.rank, ranks.world)
+    loader = iter(window_loader(ds, batches))
     optimizer, net, phase, last = None, None, None, {}
     with open(run / LOSS_LOG, "a", encoding="utf-8") if ranks.main else open(os.devnull, "w") as log_file:
         for step in range(start, total):
@@ -329,10 +334,8 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
                     optimizer.load_state_dict(phase_opt["state"])
                 phase_opt = None
             # 2.
-            g = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
-            pick = torch.randint(len(windows), (opts.batch_size,), generator=g).numpy()
-            pick = pick[ranks.rank * per_rank:(ranks.rank + 1) * per_rank]  # this rank's share
-            b = _batch(ds, windows[pick], device)
+            b = _on(device, next(loader))  # this rank's share of the step's batch
+            _, g = batches.draw(step)  # the step's generator, after the batch: diffusion steps and noise follow
             # 3.
             with torch.no_grad():
                 enc = model.encode(b["joints"], b["global_orient"], b["hand_pose"])

@@ -156,7 +156,8 @@ DEMO_SPLIT = (0.7, 0.0, 0.3)  # train / val / test shares of the demo's dataset
 def demo_split(cfg: DemoConfig) -> ExportOptions:
     """Export options whose split gives the demo's few takes at least two training takes and a
     held-out test take: the first split seed that does, for this session's sequence names."""
-    from pipeline.export import ExportOptions, assign_split
+    from data_schemas.dataset import assign_split
+    from pipeline.export import ExportOptions
 
     names = [f"{cfg.session.name}.{p.name}" for p in sorted((cfg.session / "sequences").iterdir()) if p.is_dir()]
     for seed in range(1000):
@@ -184,7 +185,7 @@ def stats(cfg: DemoConfig) -> str:
 
 
 def train(cfg: DemoConfig) -> str:
-    from generation.data import dataset_hash
+    from data_schemas.dataset import dataset_hash
     from generation.model import PRESETS
     from generation.train import TrainOptions, train as run_train
 

@@ -182,7 +182,7 @@ def sample_run(cmd: SampleCommand) -> dict:
     from generation.device import resolve_device
     from generation.sample import sample
     from generation.train import load_model
-    from pipeline.export import ExportOptions, append_to_dataset
+    from data_schemas.dataset import DatasetOptions, append_to_dataset
 
     if cmd.n < 1 or cmd.ddim_steps < 1:
         raise ValueError("--n and --ddim-steps must be at least 1")
@@ -227,7 +227,7 @@ def sample_run(cmd: SampleCommand) -> dict:
     prefix = f"{cmd.run.name}.{cmd.control}.s{cmd.seed}"
     seqs = motions_to_sequences(joints, go, hp, fps=fps, prefix=prefix, category=cmd.control)
     dataset = out / "dataset"
-    append_to_dataset(dataset, seqs, ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+    append_to_dataset(dataset, seqs, DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     png = render_filmstrip(joints, go, hp, out / f"{cmd.control}.png",
                            title=f"{cmd.run.name}: {cmd.control}, seed {cmd.seed}")
     summary = {"run": str(cmd.run), "control": cmd.control, "n": cmd.n, "frames": frames,

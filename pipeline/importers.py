@@ -2,7 +2,8 @@
 
 So that people can train on two-hand data they already have, each reader turns a public
 release into ``ShardSequence``s (metres, left hand then right, our 42-point order) and the
-command appends them to a dataset folder with the export's writer (``append_to_dataset``).
+command appends them to a dataset folder with the dataset's one writer
+(``data_schemas.dataset.append_to_dataset``).
 Every input file is read and checked before anything is written; a bad one stops the import
 with one line naming it.
 
@@ -68,11 +69,12 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from data_schemas.dataset import AppendSummary, append_to_dataset
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import HAND_JOINT_NAMES, HANDS, N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.mano import N_BETAS, N_POSE
 from data_schemas.shard import ShardSequence
-from pipeline.export import ExportOptions, ExportSummary, append_to_dataset
+from pipeline.export import ExportOptions
 from hand_model.posing import hand_model_for, pose_hands
 
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
@@ -434,7 +436,7 @@ def read_dataset(dataset: str, src: Path, fps: float = DEFAULT_FPS, mano_dir: Pa
 
 
 def import_dataset(dataset: str, src: Path, out: Path, opts: ExportOptions | None = None,
-                   fps: float = DEFAULT_FPS) -> ExportSummary:
+                   fps: float = DEFAULT_FPS) -> AppendSummary:
     """Read and check all of ``src`` first, then append it to the dataset in ``out``."""
     t0 = time.perf_counter()
     opts = opts or ExportOptions()

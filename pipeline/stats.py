@@ -1,6 +1,6 @@
 """``handdiffuse stats PATH``: statistics of an exported dataset -> ``<export>/stats/``.
 
-Reads the export folder (``manifest.parquet`` + shards, ``pipeline.export``) and writes::
+Reads the export folder (``manifest.parquet`` + shards, ``data_schemas.dataset``) and writes::
 
     stats/
       stats.json                  every number below (format handdiffuse.stats, version 1)
@@ -45,10 +45,9 @@ from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.lock import writing
-from data_schemas.manifest import MANIFEST_NAME, shard_path as shard_file
+from data_schemas.manifest import MANIFEST_NAME, read_manifest, shard_path as shard_file
 from data_schemas.shard import ShardReader
 from pipeline.contact_frames import THRESHOLD, contact_frames
-from pipeline.export import read_manifest
 from hand_model.posing import flat_hand_pose, hand_model_for
 
 FORMAT = "handdiffuse.stats"

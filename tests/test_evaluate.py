@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.errors import SchemaError
 from data_schemas.manifest import read_manifest
 from hand_model.model import HandModel
@@ -12,7 +13,6 @@ from generation.evaluate import EvaluateOptions, evaluate, preset_of
 from generation.model import PRESETS
 from generation.train import TrainOptions, load_model, train
 from pipeline.cli import main
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import posed_sequence
 
 WINDOW = 16
@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     shards = root / "shards"
     model = HandModel()
     append_to_dataset(shards, [posed_sequence(f"ev.s{i}", 40, seed=20 + i, model=model) for i in range(5)],
-                      ExportOptions(split_ratios=(0.6, 0.0, 0.4)))
+                      DatasetOptions(split_ratios=(0.6, 0.0, 0.4)))
     assert set(read_manifest(shards)["split"]) == {"train", "test"}
     opts = TrainOptions(shde_steps=10, ihde_steps=10, batch_size=4, lr=1e-3, threads=1, device="cpu",
                         checkpoint_every=10)
@@ -77,7 +77,7 @@ def test_a_given_feature_extractor_of_other_data_is_refused_not_overwritten(setu
     shards, runs, root = setup
     other = tmp_path / "other"
     append_to_dataset(other, [posed_sequence(f"o.s{i}", 40, seed=40 + i) for i in range(3)],
-                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+                      DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     from generation.evaluator import EvaluatorConfig, train_evaluator
     train_evaluator(other, tmp_path / "ev.pt", EvaluatorConfig(window=WINDOW, steps=2, width=32, feedforward=64))
     stamp = (tmp_path / "ev.pt").stat().st_mtime_ns

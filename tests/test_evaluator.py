@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from data_schemas import SchemaError
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.manifest import read_manifest
 from generation.evaluator import (EvaluatorConfig, load_evaluator, train_evaluator,
                                   training_data_hash)
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import make_sequence
 
 WINDOW = 16
@@ -48,7 +48,7 @@ def one_thread():
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     seqs = [smooth_sequence(f"imp.s{i:02d}", n, i) for i, n in enumerate(LENGTHS)]
-    append_to_dataset(root, seqs, ExportOptions(shard_mb=0.05, split_ratios=(1.0, 0.0, 0.0)))
+    append_to_dataset(root, seqs, DatasetOptions(shard_mb=0.05, split_ratios=(1.0, 0.0, 0.0)))
     return root
 
 

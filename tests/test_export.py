@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from data_schemas import SchemaError
+from data_schemas.dataset import DatasetOptions, append_to_dataset, assign_split
 from data_schemas.keypoints2d import write_keypoints2d
 from data_schemas.manifest import COLUMNS, read_manifest
 from data_schemas.mano import read_mano, write_mano
@@ -16,7 +17,7 @@ from data_schemas.session import CameraSpec, SessionConfig, write_session_toml
 from data_schemas.shard import ShardReader, read_shard
 from data_schemas.validate import validate_path
 from hand_model.model import HandModel
-from pipeline.export import (ExportCommand, ExportOptions, append_to_dataset, assign_split, export_sessions)
+from pipeline.export import ExportCommand, export_sessions
 from tests.factories import make_keypoints2d, make_mano, make_sequence
 from tests.test_h5_schemas import corrupt_one_byte
 
@@ -203,19 +204,19 @@ def test_split_is_reproducible_and_by_sequence(tmp_path):
     assert {assign_split(n, 0, (0.0, 0.0, 1.0)) for n in names[:50]} == {"test"}
 
     seqs = [make_sequence(f"imp.s{i:02d}", 40, i) for i in range(24)]
-    opts = ExportOptions(split_ratios=(0.5, 0.25, 0.25))
+    opts = DatasetOptions(split_ratios=(0.5, 0.25, 0.25))
     append_to_dataset(tmp_path / "a", seqs, opts)
     append_to_dataset(tmp_path / "b", seqs[:10], opts)  # the same data, added in two goes
     append_to_dataset(tmp_path / "b", seqs[10:], opts)
     a, b = (read_manifest(tmp_path / d).set_index("name")["split"].sort_index() for d in "ab")
     assert a.equals(b) and set(a) == {"train", "val", "test"} and a.index.is_unique
     with pytest.raises(SchemaError) as e:
-        append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], ExportOptions(split_seed=3))
+        append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], DatasetOptions(split_seed=3))
     assert str(e.value) == (
         f"{tmp_path / 'b' / 'manifest.parquet'}: this dataset is split with split_seed 0 and split_ratios "
         "(0.5, 0.25, 0.25), not 3 and (0.5, 0.25, 0.25): export with the same split options (or none), or into a "
         "new folder")
-    append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], ExportOptions())  # none: the dataset's
+    append_to_dataset(tmp_path / "b", [make_sequence("imp.new", 40)], DatasetOptions())  # none: the dataset's
     m = read_manifest(tmp_path / "b")
     assert m.attrs["split_ratios"] == (0.5, 0.25, 0.25) and "imp.new" in set(m["name"])
 
@@ -226,7 +227,7 @@ def test_shards_group_by_fps_and_fill_to_the_target_size(tmp_path):
         s.fps = 60.0
     size = sum(getattr(seqs[0], k).nbytes for k in ("joints", "global_orient", "hand_pose", "betas", "transl",
                                                      "valid", "manual", "fit_error"))
-    opts = ExportOptions(shard_mb=2.5 * size / 2**20)  # two sequences per shard
+    opts = DatasetOptions(shard_mb=2.5 * size / 2**20)  # two sequences per shard
     s = append_to_dataset(tmp_path, seqs, opts, fingerprints={"imp.s0": "given"})
     assert s.shards_written == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     m = read_manifest(tmp_path).set_index("name")
@@ -239,7 +240,7 @@ def test_shards_group_by_fps_and_fill_to_the_target_size(tmp_path):
 
 def test_a_killed_run_leaves_a_consistent_dataset_and_a_rerun_finishes(tmp_path):
     seqs = [make_sequence(f"imp.s{i}", 300, i) for i in range(4)]
-    opts = ExportOptions(shard_mb=1e-6)  # one sequence per shard
+    opts = DatasetOptions(shard_mb=1e-6)  # one sequence per shard
 
     def dies_after_two():
         yield from seqs[:2]

@@ -11,13 +11,13 @@ import cv2
 import pytest
 import torch
 
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.manifest import read_manifest
 from data_schemas.shard import read_shard
 from hand_model.model import HandModel
 from generation.model import PRESETS
 from generation.train import TrainOptions, train
 from pipeline.cli import main
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import posed_sequence
 
 TINY = ["--size", "tiny", "--window", "16", "--batch-size", "4", "--threads", "1", "--device", "cpu"]
@@ -33,7 +33,7 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     model = HandModel()
     seqs = [posed_sequence(f"cli.s{i}", 40, seed=10 + i, model=model) for i in range(5)]
-    append_to_dataset(root, seqs, ExportOptions(split_ratios=(0.6, 0.0, 0.4)))
+    append_to_dataset(root, seqs, DatasetOptions(split_ratios=(0.6, 0.0, 0.4)))
     assert set(read_manifest(root)["split"]) == {"train", "test"}
     return root
 

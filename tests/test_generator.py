@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.errors import SchemaError
 from hand_model.model import HandModel
 from generation.controls import InBetween, Keypoints2D, PinholeCamera, Reference, Trajectory
@@ -14,7 +15,6 @@ from generation.data import WindowDataset
 from generation.model import PRESETS, HandDiffuse, HandDiffuseConfig
 from generation.sample import sample
 from generation.train import MODEL, TrainOptions, load_model, train
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import posed_sequence
 
 WINDOW = 16
@@ -36,7 +36,7 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     model = HandModel()
     seqs = [posed_sequence(f"gen.s{i}", 40, seed=i, model=model) for i in range(4)]
-    append_to_dataset(root, seqs, ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+    append_to_dataset(root, seqs, DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     return root
 
 

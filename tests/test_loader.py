@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from data_schemas import SchemaError
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.manifest import SPLITS, read_manifest
 from data_schemas.shard import read_shard
-from generation.data import WindowDataset
-from pipeline.export import ExportOptions, append_to_dataset
+from generation.data import StepBatches, WindowDataset, window_loader
 from tests.factories import make_sequence
 
 WINDOW = 50
@@ -18,7 +18,7 @@ def dataset(tmp_path_factory):
     """17 sequences in several shards, every split used; 'imp.s16' shorter than the window."""
     root = tmp_path_factory.mktemp("dataset")
     seqs = [make_sequence(f"imp.s{i:02d}", n, i) for i, n in enumerate(LENGTHS)]
-    append_to_dataset(root, seqs, ExportOptions(shard_mb=0.3, split_ratios=(0.5, 0.25, 0.25)))
+    append_to_dataset(root, seqs, DatasetOptions(shard_mb=0.3, split_ratios=(0.5, 0.25, 0.25)))
     truth = {s.name: s for p in sorted(root.glob("shard-*.h5")) for s in read_shard(p)}
     assert len({*read_manifest(root)["shard"]}) > 2 and set(read_manifest(root)["split"]) == set(SPLITS)
     return root, truth
@@ -105,3 +105,25 @@ def test_missing_manifest(tmp_path):
     with pytest.raises(SchemaError) as e:
         WindowDataset(tmp_path)
     assert str(e.value) == f"{tmp_path / 'manifest.parquet'}: file not found: run `handdiffuse export` first"
+
+
+def test_training_batches_come_through_the_loader_seeded_per_step(dataset):
+    root, truth = dataset
+    ds = WindowDataset(root, WINDOW, split="train", fields=("joints", "hand_pose"))
+    windows = ds.complete_windows()
+    whole = StepBatches(windows, 8, seed=3, start=5, stop=9)
+    halves = [StepBatches(windows, 8, seed=3, start=5, stop=9, rank=r, world=2) for r in (0, 1)]
+    got = list(window_loader(ds, whole))
+    assert len(got) == len(whole) == 4
+    for step, batch, *shares in zip(range(5, 9), got, *(window_loader(ds, h) for h in halves)):
+        g = torch.Generator().manual_seed(3 * 1_000_003 + step)  # the step's draw, made by hand
+        pick = windows[torch.randint(len(windows), (8,), generator=g).numpy()]
+        items = [ds[int(i)] for i in pick]
+        for f in ("joints", "hand_pose", "valid"):
+            assert torch.equal(batch[f], torch.stack([it[f] for it in items]))
+            assert torch.equal(torch.cat([s[f] for s in shares]), batch[f])  # two ranks' shares make the batch
+        _, after = whole.draw(step)  # the generator goes on where the batch's draw left it
+        assert torch.equal(torch.randn(4, generator=after), torch.randn(4, generator=g))
+    state = torch.get_rng_state()
+    next(iter(window_loader(ds, whole)))
+    assert torch.equal(torch.get_rng_state(), state)  # the loader leaves torch's global generator alone

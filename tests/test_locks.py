@@ -113,12 +113,12 @@ def test_two_exports_into_one_dataset_both_land(tmp_path):
 
 def test_two_trains_in_one_run_folder_log_each_step_once(tmp_path):
     from generation.model import HandDiffuseConfig  # noqa: F401 (the run's model imports)
-    from pipeline.export import ExportOptions, append_to_dataset
+    from data_schemas.dataset import DatasetOptions, append_to_dataset
     from tests.factories import posed_sequence
 
     shards = tmp_path / "shards"
     append_to_dataset(shards, [posed_sequence(f"t.s{i}", 40, seed=i) for i in range(3)],
-                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+                      DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     run = tmp_path / "run"
     args = ["train", "--shards", shards, "--run", run, "--size", "tiny", "--window", "16", "--batch-size", "4",
             "--threads", "1", "--device", "cpu", "--shde-steps", "4", "--ihde-steps", "4", "--log-every", "1"]

@@ -223,10 +223,10 @@ def dataset_with_shard(tmp_path, shard_of):
     """A dataset in ``tmp_path/data`` of one sequence; the manifest's shard column rewritten to
     ``shard_of(written shard name)`` as a crafted file would have it (the shard moved to
     ``tmp_path/elsewhere``)."""
-    from pipeline.export import ExportOptions, append_to_dataset
+    from data_schemas.dataset import DatasetOptions, append_to_dataset
 
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
-    append_to_dataset(data, [make_sequence("imp.s0", 60)], ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+    append_to_dataset(data, [make_sequence("imp.s0", 60)], DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     elsewhere.mkdir()
     [shard] = sorted(data.glob("shard-*.h5"))
     os.replace(shard, elsewhere / shard.name)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from data_schemas.calibration import write_calibration
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.joints3d import write_joints3d
 from data_schemas.keypoints2d import write_keypoints2d
 from data_schemas.mano import write_mano
 from data_schemas.queue import QueueItem, write_queue
 from data_schemas.session import CameraSpec, SessionConfig, write_session_toml
 from pipeline.cli import main
-from pipeline.export import ExportOptions, append_to_dataset
 from pipeline.report import HAND_COLORS, RUNS_NOTE, ReportOptions, write_report
 from pipeline.stats import StatsOptions, write_stats
 from tests.factories import make_joints3d, make_keypoints2d, make_mano, make_rig, make_sequence
@@ -47,7 +47,7 @@ def full_session(root: Path) -> Path:
                 [QueueItem("s0", 1, "cam00", "reprojection+temporal_jump", "left", 2.0),
                  QueueItem("s0", 1, "cam01", "reprojection", "left", 1.0),
                  QueueItem("s0", 3, "cam02", "no_data", "right", 0.5)])
-    append_to_dataset(root / "export", [make_sequence("tiny.s0", 40)], ExportOptions())
+    append_to_dataset(root / "export", [make_sequence("tiny.s0", 40)], DatasetOptions())
     write_stats(root / "export", root / "export" / "stats", StatsOptions(tsne_frames=0))
     return root
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from data_schemas import SchemaError
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.shard import ShardSequence
 from hand_model import generate
 from hand_model.model import AXIS_ANGLE_MIRROR, MANO_DIR_ENV, HandModel
 from pipeline.contact_frames import contact_frames
-from pipeline.export import ExportOptions, append_to_dataset
 from hand_model.posing import hands_mean
 from pipeline.stats import PLOTS, StatsCommand, StatsOptions, _tsne, compute_stats, write_stats
 
@@ -109,7 +109,7 @@ def dataset(tmp_path_factory, model, left_hand):
         shortest.append(joint_gap[both])
         contact.append((gap < 0.003)[both])
         seqs.append(seq)
-    append_to_dataset(out, seqs, ExportOptions())
+    append_to_dataset(out, seqs, DatasetOptions())
     expect = {"shortest": np.concatenate(shortest), "contact": np.concatenate(contact), "seqs": seqs}
     return out, expect
 
@@ -211,7 +211,7 @@ def test_mano_sequences_need_the_mano_folder(tmp_path, model, left_hand, monkeyp
     monkeypatch.delenv(MANO_DIR_ENV, raising=False)
     seq, _ = mirrored_sequence("clasp.a", GAPS["clasp.a"], left_hand, model)
     seq.hand_model = "mano"
-    append_to_dataset(tmp_path / "export", [seq], ExportOptions())
+    append_to_dataset(tmp_path / "export", [seq], DatasetOptions())
     with pytest.raises(SchemaError) as e:
         compute_stats(tmp_path / "export", StatsOptions(tsne_frames=0))
     assert str(e.value) == (f"{tmp_path / 'export' / 'shard-00000.h5'}: MANO parameters need your licensed MANO "

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from hand_model.model import HandModel
 from generation.model import PRESETS
 from generation.train import TrainOptions, train
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import posed_sequence
 
 
@@ -20,7 +20,7 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
     shards = tmp_path / "shards"
     model = HandModel()
     append_to_dataset(shards, [posed_sequence(f"ddp.s{i}", 40, seed=i, model=model) for i in range(3)],
-                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+                      DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     args = ["--size", "tiny", "--window", "16", "--batch-size", "8", "--shde-steps", "6", "--ihde-steps", "6",
             "--threads", "1", "--device", "cpu", "--lr", "1e-3"]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from data_schemas.calibration import write_calibration
+from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.joints3d import write_joints3d
 from data_schemas.keypoints2d import write_keypoints2d
 from pipeline.cli import main
-from pipeline.export import ExportOptions, append_to_dataset
 from tests.factories import make_joints3d, make_keypoints2d, make_sequence
 from tests.test_export import make_fitted_session
 from tests.test_session import make_session
@@ -131,7 +131,7 @@ def test_export_into_a_read_only_folder(tmp_path, capsys):
 def test_train_into_a_read_only_run_folder(tmp_path, capsys):
     shards = tmp_path / "shards"
     append_to_dataset(shards, [make_sequence(f"t.s{i}", 40, seed=i) for i in range(2)],
-                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+                      DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     run = tmp_path / "run"
     run.mkdir()
     with read_only(run) as why:
@@ -166,7 +166,7 @@ def test_train_onto_a_full_disk(tmp_path):
     """torch.save reports a failed write as a RuntimeError naming neither the file nor the cause."""
     shards = tmp_path / "shards"
     append_to_dataset(shards, [make_sequence(f"t.s{i}", 40, seed=i) for i in range(2)],
-                      ExportOptions(split_ratios=(1.0, 0.0, 0.0)))
+                      DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
     with full_disk(tmp_path / "disk") as (preexec, why, fill):
         run = tmp_path / "disk" / "run"
         fill(16384)  # the lock, run.json and loss.jsonl, a page each; not the checkpoint
