@@ -12,8 +12,8 @@ A sequence's dataset name is ``<session name>.<sequence folder>``. Per run:
    mano.h5, the fit and its manual 2D annotation (keypoints2d_manual.h5, if any); their
    fingerprint. A bad file stops the export here, before anything is written.
 2. a sequence whose fingerprint the manifest already holds is up to date: skipped
-3. the others: joints from the fitted parameters through the hand model the fit used
-   (mano.h5's ``hand_model``); valid = fit accepted; fit_error = the fit's 3D residual
+3. the others: joints as the fit computed them (mano.h5's ``joints``; its ``hand_model`` must
+   load); valid = fit accepted; fit_error = the fit's 3D residual
 4. ``append_to_dataset`` (the writer dataset importers share): sequences grouped by fps
    fill shards up to ``shard_mb``; each shard is written under a temp name and renamed,
    then the manifest is rewritten atomically to point at it
@@ -411,7 +411,7 @@ def fitted_joints(layer, fit: ManoFit) -> np.ndarray:
 def _shard_sequence(item: _Input, layer) -> ShardSequence:
     fit = item.fit
     return ShardSequence(
-        name=item.name, fps=fit.fps, joints=fitted_joints(layer, fit), global_orient=fit.global_orient,
+        name=item.name, fps=fit.fps, joints=fit.joints, global_orient=fit.global_orient,
         hand_pose=fit.hand_pose, betas=fit.betas, transl=fit.transl, valid=fit.quality.failure == 0,
         manual=item.manual, fit_error=fit.quality.residual3d, hand_model=fit.hand_model,
         flat_hand_mean=fit.flat_hand_mean, **item.meta,
