@@ -1,8 +1,8 @@
-"""The annotation loop's commands, for ``handdiffuse``'s command line (pipeline/cli.py wires them in).
+"""The annotation loop's commands, for ``handdiffuse``'s command line (pipeline/cli.py wires them in;
+``handdiffuse merge``, which runs the triangulate and fit stages after merging, is ``pipeline.merge``).
 
     handdiffuse annotate SESSION            start Label Studio, import the queued views as tasks, print the URL
     handdiffuse annotate-stop SESSION       stop the session's Label Studio
-    handdiffuse merge SESSION               pull finished annotations, merge them, refit their frames
     handdiffuse annotation-status SESSION   queued / in Label Studio / annotated / merged
 
 Each is a dataclass whose field docstrings are the help, with ``run() -> exit code``; a
@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from pathlib import Path
 
 import tyro
 
-from annotation.merge import MergeConfig
 from annotation.server import PASSWORD_ENV, SECRETS, START_TIMEOUT_S
-from annotation.tasks import TasksConfig
 
 LOG = logging.getLogger("handdiffuse")
 EXIT_OK = 0
 
 
 @dataclasses.dataclass
-class AnnotateCommand(TasksConfig):
+class AnnotateCommand:
     """Start the session's Label Studio (making its environment on first use), import the queued
     views as pre-annotated tasks, and print the URL to annotate at."""
 
@@ -44,7 +41,7 @@ class AnnotateCommand(TasksConfig):
 
         info = start_server(self.session, self.start_timeout, log=LOG.info)
         client, _ = connect(self.session)
-        s = import_tasks(self.session, client, self)
+        s = import_tasks(self.session, client)
         creds = credentials(self.session)
         made = ", ".join(f"{v} from the {k}" for k, v in sorted(s.guesses.items())) or "none"
         print(f"{self.session / 'annotation' / 'tasks.jsonl'}: {s.imported} tasks imported, {s.existing} there "
@@ -75,31 +72,6 @@ class AnnotateStopCommand:
         print(f"stopped Label Studio (pid {pid})" if pid is not None else
               f"{self.session}: no Label Studio server was running")
         return EXIT_OK
-
-
-@dataclasses.dataclass
-class MergeCommand(MergeConfig):
-    """Pull the finished annotations from the session's Label Studio, merge them into
-    sequences/<seq>/keypoints2d_manual.h5, and re-triangulate and re-fit their frames."""
-
-    session: tyro.conf.Positional[Path] = Path("sessions/demo")
-    """Session folder."""
-
-    def run(self) -> int:
-        from annotation.merge import merge_session
-
-        s = merge_session(self.session, self)
-        print(f"merged {s.views} annotated views: {s.points} points placed or moved, {s.untouched} left as "
-              f"pre-annotated; {s.skipped} merged before and unchanged; {s.seconds:.1f} s")
-        for r in s.refits:
-            print(f"  refit {r.sequence}: {len(r.frames)} frames ({r.window_frames} with context); manual points "
-                  f"to the fit {_px(r.manual_px_before)} -> {_px(r.manual_px_after)} px; frames flagged "
-                  f"{r.failed_before} -> {r.failed_after}")
-        return EXIT_OK
-
-
-def _px(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.1f}"
 
 
 @dataclasses.dataclass

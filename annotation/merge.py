@@ -1,31 +1,31 @@
-"""``handdiffuse merge SESSION``: finished Label Studio annotations -> keypoints2d_manual.h5, then a
-refit of their frames.
+"""Finished Label Studio annotations -> ``sequences/<seq>/keypoints2d_manual.h5``, and the record of
+what was merged (annotation/merged.jsonl). ``handdiffuse merge`` (``pipeline.merge``) runs these
+steps, then the triangulate and fit stages on the frames whose manual points changed.
 
 1. the project's annotated tasks, exported through label-studio-sdk (Label Studio's JSON
-   format), or an export file saved from Label Studio (``--export``)
-2. check all of it before anything is written: a malformed export is rejected whole with a
-   one-line error and nothing is merged. Per task: its key is one ``handdiffuse annotate``
-   made (annotation/tasks.jsonl), with the same task id and crop; per point: a keypoint
-   result of the project's control, exactly one known label, not placed twice in the task, a
-   label of one hand only, made on the task's image (its size) and inside it
+   format: ``pull_export``), or an export file saved from Label Studio (``read_export``)
+2. check all of it before anything is written (``parse_export``): a malformed export is
+   rejected whole with a one-line error and nothing is merged. Per task: its key is one
+   ``handdiffuse annotate`` made (annotation/tasks.jsonl), with the same task id and crop; per
+   point: a keypoint result of the project's control, exactly one known label, not placed
+   twice in the task, a label of one hand only, made on the task's image (its size) and inside it
 3. per task, its latest annotation that was not cancelled: every point from percent back to
    full-frame pixels (``annotation.crops``). A point a person placed or moved is manual; one
    left where the pre-annotation put it (within ``UNTOUCHED_PX``) is not, and a label taken
-   away leaves the detection as it was
+   away leaves the detection as it was; an annotation merged before and not changed since is
+   skipped (``pending``)
 4. per sequence: each annotated view's manual points replace what keypoints2d_manual.h5 had
    for that view (score 1, the annotator and the annotation's time); written atomically, with
-   the cameras and frames of keypoints2d.h5
-5. per sequence: re-triangulate and re-fit the frames with new manual points (``annotation.refit``)
-6. annotation/merged.jsonl: which annotation (id, time) each task's merge came from; an
-   annotation merged before and not changed since is skipped
+   the cameras and frames of keypoints2d.h5 (``merge_views``)
+5. annotation/merged.jsonl: which annotation (id, time) each task's merge came from
+   (``record_merges``)
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,23 +35,13 @@ from annotation.crops import inside_percent, to_pixels
 from annotation.labels import CONTROL, LABEL_INDEX, OBJECT, RESULT_TYPE, hand_of
 from annotation.records import (MERGED, TASKS, MergeRecord, TaskRecord, read_merge_records, read_task_records,
                                 write_merge_records)
-from annotation.refit import RefitConfig, RefitSummary, refit_frames, stages_current
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
-from data_schemas.lock import writing, writing_all
-from data_schemas.session import KEYPOINTS2D, KEYPOINTS2D_MANUAL, SEQUENCE_DIR, Session
+from data_schemas.session import KEYPOINTS2D, KEYPOINTS2D_MANUAL, Session
 
 UNTOUCHED_PX = 0.1  # a point within this of its pre-annotation (full-frame px) was left as it was
 MANUAL_DETECTOR = "manual"  # keypoints2d_manual.h5's ``detector``
-
-
-@dataclass
-class MergeConfig(RefitConfig):
-    """Merge finished Label Studio annotations into keypoints2d_manual.h5 and refit their frames."""
-
-    export: Path | None = None
-    """A Label Studio JSON export (a file) to merge instead of pulling one from the session's server."""
 
 
 @dataclass
@@ -65,16 +55,6 @@ class ManualView:
     updated_at: str  # ISO 8601 UTC
     points: dict[int, tuple[float, float]]  # keypoint index -> (u, v) px, placed or moved only
     untouched: int  # points left where the pre-annotation put them
-
-
-@dataclass
-class MergeSummary:
-    views: int  # annotated views merged now
-    points: int  # manual points among them
-    untouched: int  # points left as pre-annotated (not manual)
-    skipped: int  # annotations merged before, unchanged
-    refits: list[RefitSummary] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 # --- 2. + 3. checking and converting an export ------------------------------------------------------
@@ -141,6 +121,16 @@ def parse_export(export: object, records: dict[str, TaskRecord], source: str,
         latest = max(done, key=lambda a: (_utc(a.get("updated_at") or a.get("created_at")), a.get("id") or 0))
         views.append(_view(latest, record, task_id, users))
     return views
+
+
+def annotated_views(session: Session, export: object, source: str,
+                    users: dict[int, str] | None = None) -> list[ManualView]:
+    """Steps 2 and 3 against the session's task records (annotation/tasks.jsonl)."""
+    records = {r.key: r for r in read_task_records(session.root / TASKS)}
+    if not records:
+        raise SchemaError(session.root / TASKS, f"file not found or empty: run `handdiffuse annotate {session.root}` "
+                                                "first")
+    return parse_export(export, records, source, users)
 
 
 def _check_annotation(a: dict, record: TaskRecord, source: str, where: str) -> None:
@@ -236,7 +226,7 @@ def read_export(path: Path) -> list:
         raise SchemaError(path, f"not valid JSON ({getattr(e, 'msg', e)})")
 
 
-# --- 4. the manual file ---------------------------------------------------------------------------
+# --- 3. + 4. the manual file ---------------------------------------------------------------------------
 
 def empty_manual(kp: Keypoints2D) -> Keypoints2D:
     C, F = len(kp.cameras), len(kp.frames)
@@ -276,56 +266,20 @@ def merge_views(session: Session, seq: str, views: list[ManualView]) -> list[int
     return sorted(changed)
 
 
-# --- the stage --------------------------------------------------------------------------------------
+# --- 5. the record ---------------------------------------------------------------------------------------
 
-def merge_export(root: str | Path, export: object, source: str, cfg: MergeConfig | None = None,
-                 users: dict[int, str] | None = None) -> MergeSummary:
-    """Steps 2 to 6 for an export already in hand."""
-    t0 = time.perf_counter()
-    cfg = cfg or MergeConfig()
-    session = Session.open(root)
-    records = {r.key: r for r in read_task_records(session.root / TASKS)}
-    if not records:
-        raise SchemaError(session.root / TASKS, f"file not found or empty: run `handdiffuse annotate {root}` first")
-    # 2.
-    views = parse_export(export, records, source, users)
-    # the sequences merged into, then the annotation folder: the order every stage locks them in
-    places = [session.path(SEQUENCE_DIR, seq=s) for s in sorted({v.record.sequence for v in views})]
-    with writing_all(places, "merge"), writing((session.root / MERGED).parent, "merge"):
-        return _merge_views(session, views, cfg, t0)
-
-
-def _merge_views(session: Session, views: list[ManualView], cfg: MergeConfig, t0: float) -> MergeSummary:
-    # 3.
+def pending(session: Session, views: list[ManualView]) -> list[ManualView]:
+    """The views whose annotation was not merged before (or changed since)."""
     merged = {r.key: r for r in read_merge_records(session.root / MERGED)}
-    todo = [v for v in views if not (v.record.key in merged and merged[v.record.key].annotation_id == v.annotation_id
+    return [v for v in views if not (v.record.key in merged and merged[v.record.key].annotation_id == v.annotation_id
                                      and merged[v.record.key].updated_at == v.updated_at)]
-    summary = MergeSummary(len(todo), sum(len(v.points) for v in todo), sum(v.untouched for v in todo),
-                           len(views) - len(todo))
+
+
+def record_merges(session: Session, views: list[ManualView]) -> None:
+    """annotation/merged.jsonl with ``views`` recorded as merged now (their tasks' earlier records replaced)."""
+    merged = {r.key: r for r in read_merge_records(session.root / MERGED)}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for seq in sorted({v.record.sequence for v in todo}):
-        mine = [v for v in todo if v.record.sequence == seq]
-        current = stages_current(session.root, seq, cfg)  # before the manual points change
-        # 4.
-        frames = merge_views(session, seq, mine)
-        # 5.
-        if frames:
-            summary.refits.append(refit_frames(session.root, seq, frames, cfg, current))
-        # 6. (per sequence, so a failure in the next one keeps this one's record)
-        for v in mine:
-            merged[v.record.key] = MergeRecord(v.record.key, v.task_id, v.annotation_id, v.annotator, v.updated_at,
-                                               len(v.points), now)
-        write_merge_records(session.root / MERGED, list(merged.values()))
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-def merge_session(root: str | Path, cfg: MergeConfig | None = None) -> MergeSummary:
-    """``handdiffuse merge``: pull the export (or read ``cfg.export``), then ``merge_export``."""
-    cfg = cfg or MergeConfig()
-    root = Path(root)
-    Session.open(root)
-    if cfg.export is not None:
-        return merge_export(root, read_export(cfg.export), str(cfg.export), cfg)
-    export, source, users = pull_export(root)
-    return merge_export(root, export, source, cfg, users)
+    for v in views:
+        merged[v.record.key] = MergeRecord(v.record.key, v.task_id, v.annotation_id, v.annotator, v.updated_at,
+                                           len(v.points), now)
+    write_merge_records(session.root / MERGED, list(merged.values()))

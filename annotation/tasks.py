@@ -4,8 +4,9 @@
    ``HandDiffuse <session name>``, the 42-keypoint interface (``annotation.labels``), a local-files
    storage on ``annotation/images/views`` (the only folder the server serves)
 2. per queue item without a task record (``annotation/tasks.jsonl``): the current best 2D guess
-   in its camera, the fit's joints projected if mano.h5 has the frame, else the detection (with
-   the left/right exchanges the triangulation found undone); a crop around it
+   in its camera, the fit's joints (mano.h5) projected if it has the frame, else the 2D evidence
+   the triangulation used (joints3d.h5: the hands on their sides) or, without it, the detection;
+   a crop around it
    (``annotation.crops``) cut from the sequence's video -> ``annotation/images/views/<seq>/<frame>-<cam>.png``;
    the records are written before anything is imported
 3. import the records whose key (sequence/frame/camera, in the task data) Label Studio does not
@@ -33,7 +34,7 @@ from data_schemas.atomic import atomic_path
 from data_schemas.calibration import CameraRig
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
-from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
+from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
 from data_schemas.lock import writing
 from data_schemas.mano import read_mano
@@ -44,14 +45,6 @@ from data_schemas.session import JOINTS3D, KEYPOINTS2D, MANO, QUEUE, Session
 LOG = logging.getLogger("handdiffuse")
 GUESS_MODEL_VERSION = "handdiffuse-guess"  # the predictions' model_version, and the project's
 IMPORT_BATCH = 500  # tasks per import request
-
-
-@dataclass
-class TasksConfig:
-    """Label Studio tasks of the queued views: crops, pre-annotations, the project."""
-
-    mano_dir: Path | None = None
-    """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl, for fits made with --hand-model mano."""
 
 
 @dataclass
@@ -71,28 +64,14 @@ def project_title(session: Session) -> str:
 
 # --- 2. guesses and crops -----------------------------------------------------------------------
 
-def _fit_joints(session: Session, seq: str, frames: np.ndarray, cfg: TasksConfig) -> dict[int, np.ndarray]:
-    """frame -> (42, 3) fitted joints (m), for the ``frames`` mano.h5 has; empty without mano.h5."""
+def _fit_joints(session: Session, seq: str, frames: np.ndarray) -> dict[int, np.ndarray]:
+    """frame -> (42, 3) fitted joints (m, mano.h5's), for the ``frames`` mano.h5 has; empty without mano.h5."""
     path = session.path(MANO, seq=seq)
     if not path.is_file():
         return {}
-    import torch
-
-    from hand_model.model import HandModel, HandModelConfig
-
     fit = read_mano(path)
     row = {int(f): i for i, f in enumerate(fit.frames)}
-    have = [int(f) for f in frames if int(f) in row]
-    if not have:
-        return {}
-    idx = [row[f] for f in have]
-    kind = "mano" if fit.hand_model == "mano" else "open_hand"
-    model = HandModel(HandModelConfig(kind=kind, mano_dir=cfg.mano_dir))
-    with torch.no_grad():
-        out = model(torch.as_tensor(fit.global_orient[idx]), torch.as_tensor(fit.hand_pose[idx]),
-                    torch.as_tensor(fit.betas), torch.as_tensor(fit.transl[idx]))
-    joints = out.joints.numpy().reshape(len(have), N_KEYPOINTS, 3)  # (K, 2, 21, 3) -> (K, 42, 3)
-    return dict(zip(have, joints))
+    return {int(f): fit.joints[row[int(f)]] for f in frames if int(f) in row}
 
 
 def _projected(rig: CameraRig, camera: str, joints: np.ndarray) -> np.ndarray:
@@ -105,16 +84,17 @@ def _projected(rig: CameraRig, camera: str, joints: np.ndarray) -> np.ndarray:
     return np.where(ok[:, None], px, np.nan)
 
 
-def _detected(kp: Keypoints2D, swapped: np.ndarray | None, c: int, f: int) -> np.ndarray:
-    """(42, 2) px of camera ``c``, row ``f``: the detections (NaN where none), hands exchanged back
-    where the triangulation found them exchanged."""
-    row = kp.keypoints[c, f]
-    if swapped is not None and swapped[f, c]:
-        row = np.concatenate([row[N_HAND_JOINTS:], row[:N_HAND_JOINTS]])
-    return np.where(row[:, 2:3] > 0, row[:, :2], np.nan)
+def _evidence(session: Session, seq: str, kp: Keypoints2D) -> np.ndarray:
+    """(C, F, 42, 3) the 2D evidence joints3d.h5 holds (the hands on their sides, a person's points
+    over the detections) when it was triangulated from this keypoints2d.h5; else its detections."""
+    path = session.path(JOINTS3D, seq=seq)
+    j3d = read_joints3d(path) if path.is_file() else None
+    if j3d is None or j3d.keypoints is None or j3d.cameras != kp.cameras or not np.array_equal(j3d.frames, kp.frames):
+        return kp.keypoints
+    return j3d.keypoints
 
 
-def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> list[TaskRecord]:
+def make_records(session: Session, items: list[QueueItem]) -> list[TaskRecord]:
     """Task records for ``items`` (one sequence or several), their crop images written."""
     import cv2
 
@@ -133,15 +113,10 @@ def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> 
                 raise SchemaError(session.root / QUEUE, f"{i.key}: camera '{i.camera}' is not in {kp_path}")
             if i.frame not in row:
                 raise SchemaError(session.root / QUEUE, f"{i.key}: frame {i.frame} is not in {kp_path}")
-        swapped = None
-        j3d_path = session.path(JOINTS3D, seq=seq)
-        if j3d_path.is_file():
-            j3d = read_joints3d(j3d_path)
-            if j3d.swapped is not None and list(j3d.cameras or []) == kp.cameras and len(j3d.frames) == len(kp.frames):
-                swapped = j3d.swapped
+        evidence = _evidence(session, seq, kp)
         LOG.info("%s: cutting %d views from the videos, guesses from %s", seq, len(mine),
                  "mano.h5" if session.path(MANO, seq=seq).is_file() else "the detections")
-        fitted = _fit_joints(session, seq, np.array(sorted({i.frame for i in mine})), cfg)
+        fitted = _fit_joints(session, seq, np.array(sorted({i.frame for i in mine})))
         take = open_take(session, seq, allow_short_videos=True)  # the instants are keypoints2d.h5's, checked above
         for camera in sorted({i.camera for i in mine}):
             views = sorted((i for i in mine if i.camera == camera), key=lambda i: i.frame)
@@ -151,7 +126,8 @@ def make_records(session: Session, items: list[QueueItem], cfg: TasksConfig) -> 
                 if item.frame in fitted:
                     guess, source = _projected(rig, camera, fitted[item.frame]), "fit"
                 else:
-                    guess, source = _detected(kp, swapped, c, row[item.frame]), "detection"
+                    found = evidence[c, row[item.frame]]  # (42, 3)
+                    guess, source = np.where(found[:, 2:3] > 0, found[:, :2], np.nan), "detection"
                 if not np.isfinite(guess).any():
                     source = "none"
                 box = crop_box(guess, size)
@@ -271,16 +247,15 @@ def task_ids(client, project_id: int) -> dict[str, int]:
     return out
 
 
-def import_tasks(root: str | Path, client, cfg: TasksConfig | None = None) -> ImportSummary:
+def import_tasks(root: str | Path, client) -> ImportSummary:
     """Steps 1 (project) to 3 against a running server's ``client``; the annotation folder is
     locked meanwhile."""
-    cfg = cfg or TasksConfig()
     session = Session.open(root)
     with writing((session.root / TASKS).parent, "annotate"):
-        return _import_tasks(session, client, cfg)
+        return _import_tasks(session, client)
 
 
-def _import_tasks(session: Session, client, cfg: TasksConfig) -> ImportSummary:
+def _import_tasks(session: Session, client) -> ImportSummary:
     from label_studio_sdk.core.api_error import ApiError
 
     t0 = time.perf_counter()
@@ -300,7 +275,7 @@ def _import_tasks(session: Session, client, cfg: TasksConfig) -> ImportSummary:
             if i.key in in_ls and i.key not in records:
                 records[i.key] = record_from_task(client.tasks.get(in_ls[i.key]), i)
         todo = [i for i in items if i.key not in records]
-        made = make_records(session, todo, cfg) if todo else []
+        made = make_records(session, todo) if todo else []
         for r in made:
             records[r.key] = r
         for r in records.values():  # a crop deleted by hand: cut again (same box, same image)

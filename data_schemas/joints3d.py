@@ -1,17 +1,30 @@
-"""Triangulated 3D joints of one sequence: ``sequences/<seq>/joints3d.h5``.
+"""Triangulated 3D joints of one sequence, with the 2D evidence they came from: ``sequences/<seq>/joints3d.h5``.
 
-HDF5 tree (format ``handdiffuse.joints3d``, version 1)::
+HDF5 tree (format ``handdiffuse.joints3d``, version 2)::
 
     /  attrs: format, version, fps, method (e.g. "dlt", "irls"),
-              inputs (optional: fingerprint of the keypoints, calibration and options it came from)
-    frames        (F,)         int64    frame indices
-    joints        (F, 42, 3)   float32  metres, world frame of the calibration;
-                                        NaN where fewer than 2 cameras support the point
-    reproj_error  (F, 42)      float32  mean reprojection error over the supporting cameras, px
-    n_cameras     (F, 42)      int16    cameras that support the point
-    cameras       (C,)         str      optional: the cameras triangulated from, in the order of `swapped`
-    swapped       (F, C)       bool     optional: views whose left and right hands were exchanged
-                                        (the detector put each in the other's slot)
+              inputs (optional: fingerprint of the keypoints, calibration and options it came from),
+              spliced_from (optional, with `spliced`: the `inputs` of the file a frame-subset run
+              spliced its frames into)
+    frames        (F,)           int64    frame indices
+    joints        (F, 42, 3)     float32  metres, world frame of the calibration;
+                                          NaN where fewer than 2 cameras support the point
+    reproj_error  (F, 42)        float32  mean reprojection error over the supporting cameras, px
+    n_cameras     (F, 42)        int16    cameras that support the point
+    cameras       (C,)           str      optional: the cameras triangulated from, the order of the two below
+    swapped       (F, C)         bool     optional: views whose left and right hands were exchanged
+                                          (the detector put each in the other's slot)
+    keypoints     (C, F, 42, 3)  float32  optional: the 2D evidence, resolved once for every reader
+                                          (fit, queue, annotation): keypoints2d.h5's detections with
+                                          the hands of the `swapped` views exchanged back, a person's
+                                          points (keypoints2d_manual.h5) over them at score
+                                          ``MANUAL_WEIGHT`` (so a score above 1 marks a manual point),
+                                          points far outside their image left out (score 0, x, y NaN)
+    spliced       (K,)           int64    optional: the frames the last frame-subset run
+                                          (``handdiffuse triangulate --frames``) triangulated again
+
+The triangulate stage writes all of them; a file made elsewhere (the studio's ground truth)
+may lack the optional ones, and its readers then take keypoints2d.h5's detections as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 
 FORMAT = "handdiffuse.joints3d"
-VERSION = 1
+VERSION = 2
 PRODUCED_BY = "handdiffuse triangulate"
 MIN_CAMERAS = 2
 
@@ -43,6 +56,9 @@ class Joints3D:
     inputs: str = ""  # what the file was made from; the stage skips work whose inputs are unchanged
     cameras: list[str] | None = None  # (C,) optional
     swapped: np.ndarray | None = None  # (F, C) bool, optional
+    keypoints: np.ndarray | None = None  # (C, F, 42, 3) float32 [x, y, score], optional: the 2D evidence
+    spliced: np.ndarray | None = None  # (K,) int frames, optional: the last frame-subset run's
+    spliced_from: str = ""  # with ``spliced``: the ``inputs`` of the file before that run
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames, dtype=np.int64)
@@ -53,6 +69,10 @@ class Joints3D:
             self.cameras = [str(c) for c in self.cameras]
         if self.swapped is not None:
             self.swapped = np.asarray(self.swapped, dtype=bool)
+        if self.keypoints is not None:
+            self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        if self.spliced is not None:
+            self.spliced = np.asarray(self.spliced, dtype=np.int64)
 
     @property
     def valid(self) -> np.ndarray:
@@ -80,11 +100,30 @@ class Joints3D:
         check_range(source, "reproj_error", self.reproj_error, 0.0)
         if np.isfinite(self.joints[~valid]).any():
             raise SchemaError(source, "'joints' has values where n_cameras < 2 (must be NaN there)")
+        self._validate_evidence(source, dims)
+
+    def _validate_evidence(self, source: str | Path, dims: dict[str, int]) -> None:
+        if self.keypoints is not None:
+            if self.cameras is None:
+                raise SchemaError(source, "'keypoints' needs 'cameras' (the order of its first axis)")
+            check_shape(source, "keypoints", self.keypoints, ("C", "F", N_KEYPOINTS, 3), dims)
+            score = self.keypoints[..., 2]
+            check_finite(source, "keypoints score", score)
+            check_range(source, "keypoints score", score, 0.0)
+            check_finite(source, "keypoints x, y", self.keypoints[..., :2], where=score > 0, why="where score > 0")
+        if (self.spliced is None) != (not self.spliced_from):
+            raise SchemaError(source, "'spliced' and 'spliced_from' come together (one is missing)")
+        if self.spliced is not None:
+            check_shape(source, "spliced", self.spliced, ("K",), dims)
+            if not np.isin(self.spliced, self.frames).all():
+                raise SchemaError(source, "'spliced' names a frame that is not in 'frames'")
 
 
 def write_joints3d(path: str | Path, j: Joints3D) -> None:
     j.validate(path)
     extra = {"inputs": j.inputs} if j.inputs else {}
+    if j.spliced_from:
+        extra["spliced_from"] = j.spliced_from
     with h5io.create(path, FORMAT, VERSION, fps=float(j.fps), method=j.method, **extra) as f:
         h5io.write_array(f, "frames", j.frames)
         h5io.write_array(f, "joints", j.joints)
@@ -94,10 +133,15 @@ def write_joints3d(path: str | Path, j: Joints3D) -> None:
             h5io.write_array(f, "cameras", np.array(j.cameras, dtype=object), chunk_frames=None)
         if j.swapped is not None:
             h5io.write_array(f, "swapped", j.swapped)
+        if j.keypoints is not None:
+            h5io.write_array(f, "keypoints", j.keypoints, frame_axis=1)
+        if j.spliced is not None:
+            h5io.write_array(f, "spliced", j.spliced, chunk_frames=None)
 
 
 def read_joints3d(path: str | Path) -> Joints3D:
     with h5io.open_checked(path, FORMAT, VERSION, PRODUCED_BY) as f:
+        optional = {k: h5io.read_array(f, k, path) for k in ("swapped", "keypoints", "spliced") if k in f}
         j = Joints3D(
             frames=h5io.read_array(f, "frames", path),
             joints=h5io.read_array(f, "joints", path),
@@ -107,7 +151,15 @@ def read_joints3d(path: str | Path) -> Joints3D:
             method=h5io.attr_str(f, "method", path),
             inputs=str(f.attrs.get("inputs", "")),
             cameras=list(h5io.read_array(f, "cameras", path)) if "cameras" in f else None,
-            swapped=h5io.read_array(f, "swapped", path) if "swapped" in f else None,
+            spliced_from=str(f.attrs.get("spliced_from", "")),
+            **optional,
         )
     j.validate(path)
     return j
+
+
+def read_joints3d_inputs(path: str | Path) -> tuple[str, str]:
+    """(inputs, spliced_from) of a joints3d.h5, without reading its arrays: what a later stage's
+    fingerprint takes from it."""
+    with h5io.open_checked(path, FORMAT, VERSION, PRODUCED_BY) as f:
+        return str(f.attrs.get("inputs", "")), str(f.attrs.get("spliced_from", ""))

@@ -1,7 +1,7 @@
 """Fitted hand-model parameters of one sequence with per-frame fit quality:
 ``sequences/<seq>/mano.h5``. Hand axis: 0 = left, 1 = right (as the keypoint order).
 
-HDF5 tree (format ``handdiffuse.mano``, version 1)::
+HDF5 tree (format ``handdiffuse.mano``, version 2)::
 
     /  attrs: format, version, fps, hand_model ("open_hand" | "mano" | ...),
               flat_hand_mean (bool: hand_pose is relative to the flat hand, not MANO's mean),
@@ -11,6 +11,9 @@ HDF5 tree (format ``handdiffuse.mano``, version 1)::
     hand_pose       (F, 2, 45)  float32  15 joints x axis-angle, MANO's joint order
     betas           (2, 10)     float32  one shape per hand for the whole sequence
     transl          (F, 2, 3)   float32  metres
+    joints          (F, 42, 3)  float32  the fitted model's joints, metres (data_schemas.keypoints order:
+                                         left 21 then right 21), computed by the fit: readers (queue,
+                                         annotation, export) take them instead of posing the model again
     quality/
       reproj_mean_px  (F, 2)  float32   mean 2D reprojection error over supporting views
       reproj_max_px   (F, 2)  float32
@@ -34,9 +37,10 @@ import numpy as np
 from data_schemas import h5io
 from data_schemas.checks import check_finite, check_range, check_shape
 from data_schemas.errors import SchemaError
+from data_schemas.keypoints import N_KEYPOINTS
 
 FORMAT = "handdiffuse.mano"
-VERSION = 1
+VERSION = 2
 PRODUCED_BY = "handdiffuse fit"
 N_BETAS = 10
 N_POSE = 45
@@ -112,6 +116,7 @@ class ManoFit:
     hand_pose: np.ndarray  # (F, 2, 45)
     betas: np.ndarray  # (2, 10)
     transl: np.ndarray  # (F, 2, 3) m
+    joints: np.ndarray  # (F, 42, 3) m, the fitted model's joints
     quality: FitQuality
     fps: float
     hand_model: str
@@ -120,7 +125,7 @@ class ManoFit:
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames, dtype=np.int64)
-        for k in ("global_orient", "hand_pose", "betas", "transl"):
+        for k in ("global_orient", "hand_pose", "betas", "transl", "joints"):
             setattr(self, k, np.asarray(getattr(self, k), dtype=np.float32))
 
     def validate(self, source: str | Path) -> None:
@@ -130,7 +135,8 @@ class ManoFit:
         check_shape(source, "hand_pose", self.hand_pose, ("F", 2, N_POSE), dims)
         check_shape(source, "betas", self.betas, (2, N_BETAS), dims)
         check_shape(source, "transl", self.transl, ("F", 2, 3), dims)
-        for k in ("global_orient", "hand_pose", "betas", "transl"):
+        check_shape(source, "joints", self.joints, ("F", N_KEYPOINTS, 3), dims)
+        for k in ("global_orient", "hand_pose", "betas", "transl", "joints"):
             check_finite(source, k, getattr(self, k))
         if not (np.isfinite(self.fps) and self.fps > 0):
             raise SchemaError(source, f"'fps' must be positive, got {self.fps}")
@@ -144,7 +150,7 @@ def write_mano(path: str | Path, fit: ManoFit) -> None:
     extra = {"inputs": fit.inputs} if fit.inputs else {}
     with h5io.create(path, FORMAT, VERSION, fps=float(fit.fps), hand_model=fit.hand_model,
                      flat_hand_mean=bool(fit.flat_hand_mean), **extra) as f:
-        for k in ("frames", "global_orient", "hand_pose", "transl"):
+        for k in ("frames", "global_orient", "hand_pose", "transl", "joints"):
             h5io.write_array(f, k, getattr(fit, k))
         h5io.write_array(f, "betas", fit.betas, chunk_frames=None)
         q = f.create_group("quality")
@@ -159,7 +165,8 @@ def read_mano(path: str | Path) -> ManoFit:
         q = f["quality"]
         quality = FitQuality(**{k: h5io.read_array(q, k, path) for k in _QUALITY_FLOAT + ("n_cameras", "failure")})
         fit = ManoFit(
-            **{k: h5io.read_array(f, k, path) for k in ("frames", "global_orient", "hand_pose", "betas", "transl")},
+            **{k: h5io.read_array(f, k, path) for k in ("frames", "global_orient", "hand_pose", "betas", "transl",
+                                                        "joints")},
             quality=quality,
             fps=h5io.attr_float(f, "fps", path),
             hand_model=h5io.attr_str(f, "hand_model", path),

@@ -3,24 +3,31 @@
 fit, per sequence (sequences in parallel on an executor: ``--executor``, ``--workers``; steps 1-3
 in the worker, which returns arrays, 4-5 here, so the files do not depend on where it ran):
 
-1. read joints3d.h5 (triangulate), keypoints2d.h5 (detect) and the calibration; undo in
-   the 2D keypoints the left/right exchanges the triangulation found; a person's points
-   (keypoints2d_manual.h5, from merge) replace the detections there, weighted above them
+1. read joints3d.h5 (triangulate) with its 2D evidence (the hands on their sides, a person's
+   points over the detections: resolved once by the triangulate stage) and the calibration
 2. fit both hands (``fitting.fit``)
 3. measure the fit and mark failed frames (``fitting.quality``)
 4. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
    items replaced, other sequences' kept)
-5. write sequences/<seq>/mano.h5 with the quality and the inputs' fingerprint, last: a run
-   killed between the two writes refits the sequence and replaces its queue items again
+5. write sequences/<seq>/mano.h5 with the fitted joints, the quality and the inputs'
+   fingerprint, last: a run killed between the two writes refits the sequence and replaces its
+   queue items again
 
 queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
-flags), e.g. after changing ``--rule.views-per-frame``.
+flags and fitted joints), e.g. after changing ``--rule.views-per-frame``.
 
 A sequence's fit runs on ``--threads`` torch threads wherever it runs (the thread count can
 change float sums), so its mano.h5 is bit-identical with any executor on the same device.
 
-A sequence whose mano.h5 has the same fingerprint (inputs' names, sizes and mtimes, the
-manual points' file included; options; hand model) is skipped.
+A sequence whose mano.h5 has the same fingerprint (joints3d.h5's own fingerprint, keypoints2d.h5
+and calibration.toml: names, sizes and mtimes; options; hand model) is skipped.
+
+``--frames`` (after ``handdiffuse merge``): when mano.h5 was made with these options from the
+joints3d.h5 that ``handdiffuse triangulate --frames`` last spliced into, only those frames and the
+ones that run triangulated again are fitted, each with ``--context-frames`` neighbours either side
+(the temporal terms need them) and the shape kept; their rows are spliced into mano.h5, the
+quality measured over the whole sequence as in step 3 and its rows for them replaced, the queue
+left as it is; mano.h5 is then current. Otherwise the whole sequence, as without the option.
 """
 
 from __future__ import annotations
@@ -35,19 +42,18 @@ from typing import Literal
 
 import numpy as np
 
+from data_schemas.calibration import CameraRig
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.h5io import read_if_current
-from data_schemas.joints3d import read_joints3d
-from data_schemas.keypoints import N_HAND_JOINTS
-from data_schemas.keypoints2d import overlay_manual, read_keypoints2d
+from data_schemas.joints3d import Joints3D, read_joints3d, read_joints3d_inputs
+from data_schemas.keypoints2d import read_keypoints2d
 from data_schemas.lock import writing, writing_all
 from data_schemas.mano import ManoFit, read_mano, write_mano
 from data_schemas.queue import QueueItem, read_queue, write_queue
-from data_schemas.session import (CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, MANO, QUEUE,
-                                  SEQUENCE_DIR, Session)
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, SEQUENCE_DIR, Session
 from fitting.fit import FitInputs, FitOptions, fit_sequence
-from fitting.quality import QualityRule, choose_views, measure
+from fitting.quality import Measures, QualityRule, ViewRule, choose_views, measure, view_errors
 
 
 @dataclass
@@ -56,6 +62,12 @@ class FitConfig(ExecutorOptions):
 
     sequences: list[str] = field(default_factory=list)
     """Sequences to fit (default: all with joints3d.h5)."""
+    frames: list[int] = field(default_factory=list)
+    """Only these frames (and those `triangulate --frames` last re-did), spliced into mano.h5, when the
+    rest of it is current (default: every frame)."""
+    context_frames: int = 3
+    """--frames: neighbours either side of each frame fitted with it (temporal terms); only the frames
+    themselves are replaced."""
     hand_model: Literal["open_hand", "mano"] = "open_hand"
     """Hand model: the bundled open hand model, or your licensed MANO (--mano-dir)."""
     mano_dir: Path | None = None
@@ -75,6 +87,15 @@ class FitConfig(ExecutorOptions):
 
 
 @dataclass
+class QueueConfig:
+    """Rebuild annotation/queue.jsonl from every sequence's fit (mano.h5 failure flags)."""
+
+    sequences: list[str] = field(default_factory=list)
+    """Sequences to queue (default: all with mano.h5)."""
+    rule: ViewRule = field(default_factory=ViewRule)
+
+
+@dataclass
 class FitSummary:
     name: str
     frames: int
@@ -83,10 +104,12 @@ class FitSummary:
     reasons: dict[str, int]  # failure reason -> (frame, hand) count
     seconds: float
     skipped: bool = False
+    spliced: list[int] | None = None  # --frames: the frames replaced (None: the whole sequence)
+    fitted: int = 0  # frames fitted (with --frames: context included)
 
     @property
     def frames_per_s(self) -> float:
-        return self.frames / max(self.seconds, 1e-9)
+        return self.fitted / max(self.seconds, 1e-9)
 
 
 def _file_id(p: Path) -> str:
@@ -94,11 +117,16 @@ def _file_id(p: Path) -> str:
     return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def fingerprint(session: Session, seq: str, cfg: FitConfig) -> str:
+def fingerprint(session: Session, seq: str, cfg: FitConfig, joints3d_inputs: str | None = None) -> str:
+    """What mano.h5 depends on: joints3d.h5 by its own fingerprint (``joints3d_inputs``, default: the
+    file's; its size and mtime when it has none), keypoints2d.h5 and calibration.toml (size, mtime),
+    the options and the hand model."""
+    j3d = session.path(JOINTS3D, seq=seq)
+    if joints3d_inputs is None:
+        joints3d_inputs = read_joints3d_inputs(j3d)[0]
     h = hashlib.sha256()
-    manual = session.path(KEYPOINTS2D_MANUAL, seq=seq)
-    for p in (session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML) \
-            + ((manual,) if manual.is_file() else ()):
+    h.update((f"joints3d.h5 of {joints3d_inputs}" if joints3d_inputs else _file_id(j3d)).encode())
+    for p in (session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML):
         h.update(_file_id(p).encode())
     opts = {"options": dataclasses.asdict(cfg.options), "rule": dataclasses.asdict(cfg.rule), "use_2d": cfg.use_2d,
             "model": [cfg.hand_model, str(cfg.mano_dir)]}
@@ -113,40 +141,45 @@ def _model(cfg: FitConfig):
     return HandModel(HandModelConfig(kind=cfg.hand_model, mano_dir=cfg.mano_dir))
 
 
-def load_inputs(session: Session, seq: str):
-    """(joints3d, keypoints2d, the keypoints with exchanged views undone and a person's points
-    (keypoints2d_manual.h5) over them, rig in keypoints2d's camera order)."""
+def load_inputs(session: Session, seq: str) -> tuple[Joints3D, np.ndarray, CameraRig]:
+    """(joints3d, its 2D evidence (C, F, 42, 3), the rig of the evidence's cameras in their order).
+    A joints3d.h5 without evidence (made elsewhere: the studio's ground truth) goes with
+    keypoints2d.h5's detections as they are."""
     j3d_path, kp_path = session.path(JOINTS3D, seq=seq), session.path(KEYPOINTS2D, seq=seq)
     j3d = read_joints3d(j3d_path)
     kp = read_keypoints2d(kp_path)
     if not np.array_equal(j3d.frames, kp.frames):
         raise SchemaError(j3d_path, f"frames differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
+    if j3d.keypoints is not None and j3d.cameras != kp.cameras:
+        raise SchemaError(j3d_path, f"cameras differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
     rig = session.load_calibration()
     missing = [c for c in kp.cameras if c not in rig.names]
     if missing:
         raise SchemaError(session.root / CALIBRATION_TOML, f"camera '{missing[0]}' of {kp_path} is not calibrated")
     rig = rig.subset(kp.cameras, session.root / CALIBRATION_TOML)
-    keypoints = kp.keypoints.copy()
-    swapped = j3d.swapped  # (F, C) in keypoints2d's camera order, or None
-    if swapped is not None:
-        if j3d.cameras is not None and list(j3d.cameras) != list(kp.cameras):
-            raise SchemaError(j3d_path, f"cameras differ from {kp_path.name}'s: run `handdiffuse triangulate` again")
-        for f, c in zip(*np.nonzero(swapped)):
-            keypoints[c, f] = np.concatenate([keypoints[c, f, N_HAND_JOINTS:], keypoints[c, f, :N_HAND_JOINTS]])
-    manual = session.path(KEYPOINTS2D_MANUAL, seq=seq)  # a person's points (merge): on their true sides
-    if manual.is_file():
-        keypoints = overlay_manual(keypoints, kp.cameras, kp.frames, read_keypoints2d(manual))
-    return j3d, kp, keypoints, rig, swapped
+    return j3d, (j3d.keypoints if j3d.keypoints is not None else kp.keypoints), rig
+
+
+def windows(rows: np.ndarray, n_frames: int, context: int) -> list[np.ndarray]:
+    """Consecutive runs of frame rows covering each of ``rows`` +- ``context``, inside [0, n_frames)."""
+    near = np.zeros(n_frames, bool)
+    for r in rows:
+        near[max(0, r - context):min(n_frames, r + context + 1)] = True
+    idx = np.flatnonzero(near)
+    return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if len(idx) else []
 
 
 @dataclass
 class FittedSequence:
-    """A worker's answer for one sequence: the fit and its queue items, written by the caller."""
+    """A worker's answer for one sequence: the fit and its queue items (None: keep the queue), written
+    by the caller."""
 
     seq: str
     fit: ManoFit
-    items: list[QueueItem]
+    items: list[QueueItem] | None
     seconds: float
+    spliced: list[int] | None = None  # --frames: the frames replaced
+    fitted: int = 0  # frames fitted
 
 
 _MODEL: tuple[tuple, object] | None = None  # this process's hand model, kept between sequences
@@ -160,11 +193,24 @@ def _cached_model(cfg: FitConfig):
     return _MODEL[1]
 
 
-def fit_one(job: tuple[Path, str, FitConfig, str]) -> FittedSequence:
-    """Steps 1-3 for one sequence (root, name, config, inputs' fingerprint); writes nothing. Ray-ready."""
+def _vertices_of(model, global_orient: np.ndarray, hand_pose: np.ndarray, betas: np.ndarray, transl: np.ndarray):
+    """frame rows -> (K, 2, V, 3) vertices of the fit: the penetration measure's surface."""
     import torch
 
-    root, seq, cfg, fp = job
+    def vertices_of(idx: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = [torch.as_tensor(a[idx]) for a in (global_orient, hand_pose, transl)]
+            return model(t[0], t[1], torch.as_tensor(betas), t[2]).vertices.numpy()
+
+    return vertices_of
+
+
+def fit_one(job: tuple[Path, str, FitConfig, str, bool]) -> FittedSequence:
+    """Steps 1-3 for one sequence (root, name, config, inputs' fingerprint, whether to splice
+    ``config.frames`` into its mano.h5); writes nothing. Ray-ready."""
+    import torch
+
+    root, seq, cfg, fp, splice = job
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -172,26 +218,59 @@ def fit_one(job: tuple[Path, str, FitConfig, str]) -> FittedSequence:
         session = Session.open(root)
         model = _cached_model(cfg)
         # 1.
-        j3d, kp, keypoints, rig, swapped = load_inputs(session, seq)
+        j3d, keypoints, rig = load_inputs(session, seq)
         if not np.isfinite(j3d.joints).any():
             raise SchemaError(session.path(JOINTS3D, seq=seq), "no joint was triangulated in any frame")
+        if splice:
+            return _fit_frames(session, seq, cfg, fp, model, j3d, keypoints, rig, t0)
         # 2.
         inputs = FitInputs(j3d.joints, keypoints if cfg.use_2d else None, rig if cfg.use_2d else None)
         res = fit_sequence(model, inputs, cfg.options)
-
         # 3.
-        def vertices_of(idx: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                t = [torch.as_tensor(a[idx]) for a in (res.global_orient, res.hand_pose, res.transl)]
-                return model(t[0], t[1], torch.as_tensor(res.betas), t[2]).vertices.numpy()
-
-        m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, swapped)
-        fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl, m.quality, j3d.fps,
+        vertices_of = _vertices_of(model, res.global_orient, res.hand_pose, res.betas, res.transl)
+        m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped)
+        F = len(j3d.frames)
+        fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl,
+                      res.joints.reshape(F, -1, 3), m.quality, j3d.fps,
                       model.name if cfg.hand_model == "open_hand" else "mano", inputs=fp)
         items = choose_views(m, rig, cfg.rule, seq, j3d.frames, res.joints)  # for step 4
-        return FittedSequence(seq, fit, items, time.perf_counter() - t0)
+        return FittedSequence(seq, fit, items, time.perf_counter() - t0, fitted=F)
     finally:
         torch.set_num_threads(threads)
+
+
+def _fit_frames(session: Session, seq: str, cfg: FitConfig, fp: str, model, j3d: Joints3D, keypoints: np.ndarray,
+                rig: CameraRig, t0: float) -> FittedSequence:
+    """--frames: steps 2-3 on ``cfg.frames`` and the frames the triangulation last spliced, spliced
+    into the sequence's mano.h5 (``_splice_rows`` said it can be)."""
+    fit = read_mano(session.path(MANO, seq=seq))
+    row = {int(f): i for i, f in enumerate(j3d.frames)}
+    missing = [f for f in cfg.frames if f not in row]
+    if missing:
+        raise SchemaError(session.path(JOINTS3D, seq=seq), f"--frames: frame {missing[0]} is not a frame of {seq}")
+    again = set(cfg.frames) | {int(f) for f in (j3d.spliced if j3d.spliced is not None else [])}
+    A = np.array(sorted(row[f] for f in again))
+    F = len(j3d.frames)
+    joints = fit.joints.reshape(F, 2, -1, 3)  # (F, 2, 21, 3)
+    # 2. windows of context around the frames, the shape kept; only the frames themselves replaced
+    fitted = 0
+    for run in windows(A, F, cfg.context_frames):
+        inputs = FitInputs(j3d.joints[run], keypoints[:, run] if cfg.use_2d else None, rig if cfg.use_2d else None)
+        res = fit_sequence(model, inputs, cfg.options, betas=fit.betas)
+        keep = np.isin(run, A)
+        for name in ("global_orient", "hand_pose", "transl"):
+            getattr(fit, name)[run[keep]] = getattr(res, name)[keep]
+        joints[run[keep]] = res.joints[keep]
+        fitted += len(run)
+    # 3. the quality over the whole sequence (thresholds relative to it); the frames' rows replaced
+    vertices_of = _vertices_of(model, fit.global_orient, fit.hand_pose, fit.betas, fit.transl)
+    m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped)
+    for name in ("reproj_mean_px", "reproj_max_px", "residual3d", "penetration", "bone_deviation", "n_cameras",
+                 "failure"):
+        getattr(fit.quality, name)[A] = getattr(m.quality, name)[A]
+    fit.joints = joints.reshape(F, -1, 3)
+    fit.inputs = fp
+    return FittedSequence(seq, fit, None, time.perf_counter() - t0, [int(j3d.frames[a]) for a in A], fitted)
 
 
 def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Executor | None = None) -> list[FitSummary]:
@@ -201,6 +280,8 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Execut
     cfg = cfg or FitConfig()
     if cfg.threads < 1:
         raise SchemaError(root, "fit needs --threads >= 1")
+    if cfg.context_frames < 0:
+        raise SchemaError(root, "fit needs --context-frames >= 0")
     session = Session.open(root)
     names = session.select_sequences(cfg.sequences, "fit") if cfg.sequences else \
         [s for s in session.sequences if session.path(JOINTS3D, seq=s).is_file()]
@@ -213,6 +294,17 @@ def fit_session(root: str | Path, cfg: FitConfig | None = None, executor: Execut
         return _fit_sequences(session, names, cfg, executor or cfg.local_executor(cfg.workers))
 
 
+def _splice_rows(session: Session, seq: str, cfg: FitConfig, out: Path) -> bool:
+    """--frames: whether mano.h5 is current apart from the frames the triangulation last spliced: made
+    with these options from joints3d.h5 as it was before that splice, at the same frames."""
+    if not cfg.frames:
+        return False
+    spliced_from = read_joints3d_inputs(session.path(JOINTS3D, seq=seq))[1]
+    if not spliced_from:
+        return False
+    return read_if_current(out, read_mano, fingerprint(session, seq, cfg, spliced_from)) is not None
+
+
 def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor: Executor) -> list[FitSummary]:
     summaries: dict[str, FitSummary] = {}
     jobs = []
@@ -221,28 +313,36 @@ def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor:
         out = session.path(MANO, seq=seq)
         fp = fingerprint(session, seq, cfg)
         if (old := read_if_current(out, read_mano, fp)) is not None:
-            queued = [i for i in read_queue(session.root / QUEUE) if i.sequence == seq] \
-                if (session.root / QUEUE).is_file() else []
-            summaries[seq] = _summary(seq, old, queued, time.perf_counter() - t0, skipped=True)
+            summaries[seq] = _summary(seq, old, _queued(session, seq), time.perf_counter() - t0, skipped=True)
             continue
-        jobs.append((session.root, seq, cfg, fp))
+        jobs.append((session.root, seq, cfg, fp, _splice_rows(session, seq, cfg, out)))
     gpus = 0.0 if cfg.options.device == "cpu" else cfg.task_gpus
     for done in executor.map_unordered(fit_one, jobs, TaskResources(cpus=cfg.threads, gpus=gpus)):
         # 4.
-        _replace_queue(session, done.seq, done.items)
+        if done.items is not None:
+            _replace_queue(session, done.seq, done.items)
         # 5.
         write_mano(session.path(MANO, seq=done.seq), done.fit)
-        summaries[done.seq] = _summary(done.seq, done.fit, done.items, done.seconds)
+        items = done.items if done.items is not None else _queued(session, done.seq)
+        summaries[done.seq] = _summary(done.seq, done.fit, items, done.seconds, spliced=done.spliced,
+                                       fitted=done.fitted)
     return [summaries[s] for s in names]
 
 
-def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, skipped: bool = False):
+def _queued(session: Session, seq: str) -> list[QueueItem]:
+    path = session.root / QUEUE
+    return [i for i in read_queue(path) if i.sequence == seq] if path.is_file() else []
+
+
+def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, skipped: bool = False,
+             spliced: list[int] | None = None, fitted: int = 0) -> FitSummary:
     from data_schemas.mano import FailureReason
 
     failure = fit.quality.failure
     reasons = {r.name.lower(): int(((failure & r.value) != 0).sum()) for r in FailureReason}
     return FitSummary(seq, len(fit.frames), int((failure != 0).any(1).sum()),
-                      len(items) if items is not None else 0, {k: v for k, v in reasons.items() if v}, seconds, skipped)
+                      len(items) if items is not None else 0, {k: v for k, v in reasons.items() if v}, seconds,
+                      skipped, spliced, fitted)
 
 
 def _replace_queue(session: Session, seq: str, items: list[QueueItem]) -> None:
@@ -253,28 +353,24 @@ def _replace_queue(session: Session, seq: str, items: list[QueueItem]) -> None:
         write_queue(path, merged)
 
 
-def queue_session(root: str | Path, cfg: FitConfig | None = None) -> list[QueueItem]:
-    """Rebuild annotation/queue.jsonl from every sequence's mano.h5 failure flags."""
-    import torch
-
-    from fitting.quality import Measures
-
-    cfg = cfg or FitConfig()
+def queue_session(root: str | Path, cfg: QueueConfig | None = None) -> list[QueueItem]:
+    """Rebuild annotation/queue.jsonl from every sequence's mano.h5: its failure flags and fitted joints."""
+    cfg = cfg or QueueConfig()
     session = Session.open(root)
     chosen = session.select_sequences(cfg.sequences, "queue") if cfg.sequences else session.sequences
     names = [s for s in chosen if session.path(MANO, seq=s).is_file()]
     if not names:
         raise SchemaError(session.root / "sequences", "no sequence has mano.h5: run `handdiffuse fit` first")
-    model = _model(cfg)
     items: list[QueueItem] = []
     for seq in names:
         fit = read_mano(session.path(MANO, seq=seq))
-        j3d, kp, keypoints, rig, swapped = load_inputs(session, seq)
-        with torch.no_grad():
-            joints = model(torch.as_tensor(fit.global_orient), torch.as_tensor(fit.hand_pose),
-                           torch.as_tensor(fit.betas), torch.as_tensor(fit.transl)).joints.numpy()
-        m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, swapped=swapped)
-        m = Measures(fit.quality, m.view_error, m.projected)  # the flags the fit stage decided
+        j3d, keypoints, rig = load_inputs(session, seq)
+        if not np.array_equal(fit.frames, j3d.frames):
+            raise SchemaError(session.path(MANO, seq=seq), "frames differ from joints3d.h5's: run `handdiffuse fit` "
+                                                           "again")
+        joints = fit.joints.reshape(len(fit.frames), 2, -1, 3)  # (F, 2, 21, 3)
+        view_error, projected = view_errors(joints, keypoints, rig)
+        m = Measures(fit.quality, view_error, projected)  # the flags the fit stage decided
         items += choose_views(m, rig, cfg.rule, seq, fit.frames, joints)
     items.sort(key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))
     with writing((session.root / QUEUE).parent, "queue"):

@@ -52,13 +52,23 @@ PALM = [0, 1, 5, 9, 13, 17]
 
 
 @dataclass
-class QualityRule:
-    """Thresholds that turn fit quality into failed frames (annotation/queue.jsonl)."""
+class ViewRule:
+    """Which views of a failed frame are queued for a person (annotation/queue.jsonl)."""
+
+    inlier_px: float = 0.02
+    """A view agrees with the fit when its median keypoint error is under this fraction of the image height."""
+    views_per_frame: int = 3
+    """Camera views queued for a person per failed frame."""
+    min_angle_deg: float = 30.0
+    """Queued views of one frame at least this far apart as seen from the hand."""
+
+
+@dataclass
+class QualityRule(ViewRule):
+    """Thresholds that turn fit quality into failed frames, and the views of them queued (annotation/queue.jsonl)."""
 
     min_cameras: int = 3
     """Fewer views with a detection of the hand than this: failed (few_cameras)."""
-    inlier_px: float = 0.02
-    """A view agrees with the fit when its median keypoint error is under this fraction of the image height."""
     min_agreement: float = 0.6
     """Fewer agreeing views than this fraction: failed (reprojection)."""
     max_reproj: float = 0.01
@@ -76,10 +86,6 @@ class QualityRule:
     """A one-frame jump of the joints larger than this (m): failed (temporal_jump)."""
     max_swapped: float = 0.3
     """The triangulation exchanged the hands in more than this fraction of views: failed (left_right_swap)."""
-    views_per_frame: int = 3
-    """Camera views queued for a person per failed frame."""
-    min_angle_deg: float = 30.0
-    """Queued views of one frame at least this far apart as seen from the hand."""
 
 
 @dataclass
@@ -97,14 +103,10 @@ def bad(x: np.ndarray, floor: float, relative: float) -> np.ndarray:
         return finite & (x > max(floor, relative * median))
 
 
-def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
-            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None) -> Measures:
-    """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (swaps undone),
-    ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check (None: skipped)."""
+def view_errors(fit_joints: np.ndarray, keypoints: np.ndarray, rig: CameraRig) -> tuple[np.ndarray, np.ndarray]:
+    """fit_joints (F, 2, 21, 3), keypoints (C, F, 42, 3) -> (median px error per view (C, F, 2), NaN
+    where the hand is not detected in at least half its points; the fitted joints projected (C, F, 2, 21, 2))."""
     F, C = len(fit_joints), len(rig)
-    X = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
-    heights = np.array([c.size[1] for c in rig.cameras], float)[:, None, None]  # (C, 1, 1)
-    # views: projected fit vs detections
     proj = np.stack([c.project(fit_joints) for c in rig.cameras])  # (C, F, 2, 21, 2)
     det = keypoints.reshape(C, F, 2, N_HAND_JOINTS, 3)
     found = det[..., 2] > 0  # (C, F, 2, 21)
@@ -112,7 +114,20 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     seen = found.sum(-1) >= (N_HAND_JOINTS + 1) // 2  # (C, F, 2)
     with warnings.catch_warnings():  # views without a detection: all-NaN medians, masked next
         warnings.simplefilter("ignore", RuntimeWarning)
-        view_error = np.where(seen, np.nanmedian(err, axis=-1), np.nan)  # (C, F, 2)
+        return np.where(seen, np.nanmedian(err, axis=-1), np.nan), proj
+
+
+def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
+            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None) -> Measures:
+    """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (joints3d.h5's 2D evidence:
+    hands on their sides), ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check
+    (None: skipped), swapped (F, C) the views whose hands the triangulation exchanged."""
+    F = len(fit_joints)
+    X = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
+    heights = np.array([c.size[1] for c in rig.cameras], float)[:, None, None]  # (C, 1, 1)
+    # views: projected fit vs detections
+    view_error, proj = view_errors(fit_joints, keypoints, rig)  # (C, F, 2), (C, F, 2, 21, 2)
+    seen = np.isfinite(view_error)
     rel_view = view_error / heights  # (C, F, 2) fraction of the image height
     agree = seen & ~bad(rel_view, rule.inlier_px, rule.relative)
     n_cameras = seen.sum(0)  # (F, 2)
@@ -172,7 +187,7 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     return Measures(quality, view_error, proj)
 
 
-def choose_views(m: Measures, rig: CameraRig, rule: QualityRule, sequence: str, frames: np.ndarray,
+def choose_views(m: Measures, rig: CameraRig, rule: ViewRule, sequence: str, frames: np.ndarray,
                  fit_joints: np.ndarray) -> list[QueueItem]:
     """Queue items for every failed frame: ``rule.views_per_frame`` cameras each (module docstring)."""
     failure = m.quality.failure

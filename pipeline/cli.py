@@ -14,14 +14,15 @@ from typing import Annotated, Union
 
 import tyro
 
-from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand, MergeCommand
+from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand
 from capture.calibration.stage import CalibrateConfig
 from capture.detect.stage import DetectConfig
-from fitting.fit_stage import FitConfig
+from fitting.fit_stage import FitConfig, QueueConfig
 from fitting.triangulate_stage import TriangulateConfig
 from pipeline.export import ExportCommand
 from pipeline.generate import EvaluateCommand, SampleCommand, TrainCommand
 from pipeline.importers import ImportCommand
+from pipeline.merge import MergeCommand
 from pipeline.report import ReportCommand
 from pipeline.stats import StatsCommand
 from capture.studio.build import StudioConfig
@@ -159,7 +160,8 @@ class Triangulate(TriangulateConfig):
             if s.skipped:
                 print(f"{out}: up to date (same keypoints, calibration and options); nothing to do")
                 continue
-            print(f"triangulated {s.name}: {s.frames} frames -> {out}: {100 * s.triangulated:.1f}% of joints, "
+            what = f"{s.frames} frames" if s.spliced is None else f"frames {_frames(s.spliced)} spliced"
+            print(f"triangulated {s.name}: {what} -> {out}: {100 * s.triangulated:.1f}% of joints, "
                   f"reprojection {s.reproj_px:.2f} px, {s.swapped_views} views with the hands exchanged, "
                   f"{s.outside} keypoints far outside the image left out, {s.seconds:.1f} s")
         return EXIT_OK
@@ -186,13 +188,19 @@ class Fit(FitConfig):
                 print(f"{out}: up to date (same joints, keypoints, calibration and options); nothing to do")
                 continue
             why = ", ".join(f"{k} {v}" for k, v in s.reasons.items()) or "none"
-            print(f"fitted {s.name}: {s.frames} frames -> {out}: {s.failed_frames} frames failed ({why}); "
+            what = f"{s.frames} frames" if s.spliced is None else \
+                f"frames {_frames(s.spliced)} spliced ({s.fitted} fitted with their context)"
+            print(f"fitted {s.name}: {what} -> {out}: {s.failed_frames} frames failed ({why}); "
                   f"{s.queued} views queued; {s.frames_per_s:.1f} frames/s, {s.seconds:.1f} s")
         return EXIT_OK
 
 
+def _frames(frames: list[int]) -> str:
+    return ", ".join(map(str, frames[:10])) + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")
+
+
 @dataclasses.dataclass
-class Queue(FitConfig):
+class Queue(QueueConfig):
     """Rebuild annotation/queue.jsonl from every sequence's fit (mano.h5 failure flags): the views
     where a person's 2D clicks help most."""
 
@@ -218,7 +226,7 @@ STAGES = {
     "queue": "Queue the frames whose fit failed for manual 2D annotation -> annotation/queue.jsonl.",
     "annotate": "Start Label Studio and import the queued frames as pre-annotated tasks.",
     "annotate-stop": "Stop the session's Label Studio server.",
-    "merge": "Pull finished annotations, merge them and refit the affected frames.",
+    "merge": "Pull finished annotations, merge them, and triangulate and fit their frames again.",
     "annotation-status": "Print queued / in Label Studio / annotated / merged counts.",
     "export": "Export fitted sequences as HDF5 shards with a manifest.",
     "stats": "Compute dataset statistics over exported shards.",

@@ -123,24 +123,18 @@ def triangulate(cfg: DemoConfig) -> str:
 
 
 def fit(cfg: DemoConfig) -> str:
-    import torch
-
     from data_schemas.joints3d import read_joints3d
     from data_schemas.mano import read_mano
     from fitting.fit_stage import fit_session
-    from hand_model.model import HandModel
 
     summaries = fit_session(cfg.session)
-    model = HandModel()
     align = to_truth_frame(cfg)
     errors = []
     for s in summaries:
         m = read_mano(cfg.session / "sequences" / s.name / "mano.h5")
-        with torch.no_grad():
-            joints = model(*(torch.as_tensor(a) for a in (m.global_orient, m.hand_pose, m.betas, m.transl))).joints
         truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / s.name / "joints3d.h5")
         common, i, j = np.intersect1d(m.frames, truth.frames, return_indices=True)
-        fitted = align.apply(joints.numpy().reshape(len(m.frames), 42, 3)[i])
+        fitted = align.apply(m.joints[i])
         errors.append(np.linalg.norm(fitted - truth.joints[j], axis=-1))
     e = np.concatenate([x.ravel() for x in errors])
     frames = sum(s.frames for s in summaries)

@@ -12,8 +12,8 @@ A sequence's dataset name is ``<session name>.<sequence folder>``. Per run:
    mano.h5, the fit and its manual 2D annotation (keypoints2d_manual.h5, if any); their
    fingerprint. A bad file stops the export here, before anything is written.
 2. a sequence whose fingerprint the manifest already holds is up to date: skipped
-3. the others: joints from the fitted parameters through the hand model the fit used
-   (mano.h5's ``hand_model``); valid = fit accepted; fit_error = the fit's 3D residual
+3. the others: joints as the fit computed them (mano.h5's ``joints``; its ``hand_model`` must
+   load); valid = fit accepted; fit_error = the fit's 3D residual
 4. ``data_schemas.dataset.append_to_dataset`` (the one writer of a dataset folder, shared with
    import and sampling): sequences grouped by fps fill shards up to ``shard_mb``; each shard
    is written under a temp name and renamed, then the manifest is rewritten atomically
@@ -27,7 +27,6 @@ with others is an error.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import tyro
@@ -50,14 +49,10 @@ from data_schemas.mano import ManoFit, read_mano
 from data_schemas.session import KEYPOINTS2D_MANUAL, MANO, SESSION_TOML, Session
 from data_schemas.shard import NAME_RE, ShardSequence
 
-if TYPE_CHECKING:
-    import torch
-
 __all__ = ["ExportOptions", "ExportSummary", "ExportCommand", "export_sessions"]
 
 # Bump when the export computes a sequence differently (joints, flags): every fingerprint changes.
 EXPORT_VERSION = 1
-FK_BATCH = 8192  # frames per hand-model call
 _EXIT_OK, _EXIT_BAD_INPUT, _EXIT_USAGE = 0, 1, 2  # pipeline.cli's exit codes
 LOG = logging.getLogger("handdiffuse")
 
@@ -147,50 +142,25 @@ def _session_inputs(root: Path, opts: ExportOptions) -> tuple[list[_Input], list
     return inputs, without
 
 
-@functools.lru_cache(maxsize=4)
-def _load_joints_layer(kind: str, mano_dir: Path | None) -> tuple[str, "torch.nn.Module"]:
-    """(model name, its joints-only forward pass); equal to ``HandModel.forward``'s joints, without
-    skinning the whole surface."""
-    from hand_model.joints_layer import JointsLayer
-    from hand_model.model import HandModel, HandModelConfig
+def _check_hand_model(fit: ManoFit, path: Path, opts: ExportOptions) -> None:
+    """The hand model ``fit`` was made with (mano.h5 ``hand_model``: the bundled open hand model's
+    name, or "mano") loads, and is the one bundled now."""
+    from hand_model.posing import hand_model_for
 
-    model = HandModel(HandModelConfig(kind=kind, mano_dir=mano_dir))  # type: ignore[arg-type]
-    return model.name, JointsLayer(model)
-
-
-def _joints_layer(fit: ManoFit, path: Path, opts: ExportOptions):
-    """The joints of the hand model ``fit`` was made with (mano.h5 ``hand_model``: the bundled
-    open hand model's name, or "mano")."""
     kind = "mano" if fit.hand_model == "mano" else "open_hand"
     try:
-        name, layer = _load_joints_layer(kind, opts.mano_dir if kind == "mano" else None)
+        name = hand_model_for(kind, opts.mano_dir if kind == "mano" else None, path).name
     except SchemaError as e:
         raise SchemaError(path, f"fitted with hand model '{fit.hand_model}', which cannot be loaded: {e}")
     if kind == "open_hand" and fit.hand_model != name:
         raise SchemaError(path, f"fitted with hand model '{fit.hand_model}', but the bundled model is '{name}' "
                                 "(and 'mano' means your licensed MANO): re-run `handdiffuse fit`")
-    return layer
 
 
-def fitted_joints(layer, fit: ManoFit) -> np.ndarray:
-    """(F, 42, 3) joints of the fitted parameters, in batches of ``FK_BATCH`` frames."""
-    import torch
-
-    out = np.empty((len(fit.frames), N_KEYPOINTS, 3), dtype=np.float32)
-    betas = torch.as_tensor(fit.betas)
-    with torch.no_grad():
-        for i in range(0, len(fit.frames), FK_BATCH):
-            j = slice(i, i + FK_BATCH)
-            joints = layer(torch.as_tensor(fit.global_orient[j]), torch.as_tensor(fit.hand_pose[j]), betas,
-                           torch.as_tensor(fit.transl[j]))  # (B, 2, 21, 3)
-            out[j] = joints.reshape(-1, N_KEYPOINTS, 3).numpy()  # (B, 42, 3), left 21 then right 21
-    return out
-
-
-def _shard_sequence(item: _Input, layer) -> ShardSequence:
+def _shard_sequence(item: _Input) -> ShardSequence:
     fit = item.fit
     return ShardSequence(
-        name=item.name, fps=fit.fps, joints=fitted_joints(layer, fit), global_orient=fit.global_orient,
+        name=item.name, fps=fit.fps, joints=fit.joints, global_orient=fit.global_orient,
         hand_pose=fit.hand_pose, betas=fit.betas, transl=fit.transl, valid=fit.quality.failure == 0,
         manual=item.manual, fit_error=fit.quality.residual3d, hand_model=fit.hand_model,
         flat_hand_mean=fit.flat_hand_mean, **item.meta,
@@ -224,14 +194,14 @@ def export_sessions(sessions: list[Path], out: Path, opts: ExportOptions | None 
         known = known_fingerprints(out, manifest)
         todo = [i for i in inputs if known.get(i.name) != i.fingerprint]
         for item in todo:  # the hand models load (or fail) before anything is written
-            _joints_layer(item.fit, item.mano_path, opts)
+            _check_hand_model(item.fit, item.mano_path, opts)
 
         # 3.
         def build() -> Iterator[ShardSequence]:
             from tqdm import tqdm
 
             for item in tqdm(todo, desc="export", unit="seq", disable=not sys.stderr.isatty()):
-                yield _shard_sequence(item, _joints_layer(item.fit, item.mano_path, opts))
+                yield _shard_sequence(item)
 
         # 4.
         summary = ExportSummary(**vars(append_to_dataset(out, build(), opts, {i.name: i.fingerprint for i in todo})))

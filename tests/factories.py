@@ -57,13 +57,16 @@ def make_quality(n_frames: int, rng: np.random.Generator) -> FitQuality:
 
 
 def make_mano(n_frames=7, seed=0) -> ManoFit:
+    """A fit of the bundled hand model; its joints are the model's for the parameters (as the fit stores them)."""
+    from hand_model.posing import hand_model_for, pose_hands
+
     rng = np.random.default_rng(seed)
-    return ManoFit(
-        frames=np.arange(n_frames), global_orient=rng.normal(0, 1, (n_frames, 2, 3)),
-        hand_pose=rng.normal(0, 0.3, (n_frames, 2, 45)), betas=rng.normal(0, 1, (2, 10)),
-        transl=rng.normal(0, 0.1, (n_frames, 2, 3)), quality=make_quality(n_frames, rng),
-        fps=30.0, hand_model="open_hand",
-    )
+    go, hp = rng.normal(0, 1, (n_frames, 2, 3)), rng.normal(0, 0.3, (n_frames, 2, 45))
+    betas, transl = rng.normal(0, 1, (2, 10)), rng.normal(0, 0.1, (n_frames, 2, 3))
+    quality = make_quality(n_frames, rng)
+    joints = pose_hands(hand_model_for("open_hand"), go, hp, betas, transl, vertices=False).joints  # (F, 2, 21, 3)
+    return ManoFit(frames=np.arange(n_frames), global_orient=go, hand_pose=hp, betas=betas, transl=transl,
+                   joints=joints.reshape(n_frames, 42, 3), quality=quality, fps=30.0, hand_model="open_hand")
 
 
 def make_sequence(name="s0", n_frames=300, seed=0) -> ShardSequence:

@@ -16,10 +16,10 @@ from annotation import server
 from annotation.cli import AnnotateStopCommand, AnnotationStatusCommand
 from annotation.crops import CropBox, crop_box, inside_percent, to_percent, to_pixels
 from annotation.labels import CONTROL, HAND_COLOURS, OBJECT, keypoint_results, label_config
-from annotation.merge import UNTOUCHED_PX, MergeConfig, merge_export, parse_export
+from annotation.merge import UNTOUCHED_PX, parse_export
 from annotation.records import MERGED, TASKS, TaskRecord, read_merge_records, read_task_records, write_task_records
 from annotation.status import annotation_status
-from annotation.tasks import TasksConfig, make_records, task_payload
+from annotation.tasks import make_records, task_payload
 from capture.studio.build import StudioConfig, build_session
 from data_schemas import SchemaError
 from data_schemas.keypoints import KEYPOINT_NAMES
@@ -27,6 +27,7 @@ from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
 from data_schemas.mano import read_mano
 from data_schemas.queue import read_queue
 from data_schemas.session import KEYPOINTS2D_MANUAL, MANO, Session
+from pipeline.merge import MergeConfig, merge_export
 
 SEQ = "seq000"
 SOURCE = "test-export.json"
@@ -80,7 +81,7 @@ def annotate_like_a_person(root: Path, record: TaskRecord, prediction: list[dict
 def session(tmp_path_factory):
     root = queued_session(tmp_path_factory.mktemp("annotation") / "s")
     items = read_queue(root / "annotation" / "queue.jsonl")
-    records = make_records(Session.open(root), items, TasksConfig())
+    records = make_records(Session.open(root), items)
     for i, r in enumerate(records, start=1):
         r.task_id = i  # as if imported
     write_task_records(root / TASKS, records)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from annotation import server
-from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand, MergeCommand
-from annotation.merge import merge_export, pull_export
+from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand
+from annotation.merge import pull_export
 from annotation.records import IMAGES_ROOT, MERGED, TASKS, read_task_records
 from annotation.status import annotation_status
 from annotation.tasks import every_item
@@ -25,6 +25,7 @@ from data_schemas import SchemaError
 from data_schemas.keypoints2d import read_keypoints2d
 from data_schemas.queue import read_queue
 from data_schemas.session import KEYPOINTS2D_MANUAL, LABELSTUDIO_DIR, MANO
+from pipeline.merge import MergeCommand, merge_export
 from tests.test_annotation import SEQ, annotate_like_a_person, queued_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

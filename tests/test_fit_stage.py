@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -154,3 +155,34 @@ def test_rerun_clears_partials_a_killed_run_left_in_the_sequence(studio):
     r = hd("fit", studio)
     assert r.returncode == 0 and "up to date" in r.stdout, r.stderr
     assert not any(p.exists() for p in stale)
+
+
+def test_fit_splices_the_frames_the_triangulation_spliced(studio, tmp_path):
+    """--frames after `triangulate --frames`: only those frames are fitted again (with context) and
+    replaced, and mano.h5 is current; a mano.h5 made with other options is fitted whole."""
+    from fitting.fit_stage import FitConfig, fit_session
+    from fitting.triangulate_stage import TriangulateConfig, triangulate_session
+    from tests.test_triangulate import write_manual_point
+
+    root = tmp_path / "s"
+    shutil.copytree(studio, root, ignore=shutil.ignore_patterns("mano.h5", "queue.jsonl"))
+    triangulate_session(root)
+    [whole] = fit_session(root)
+    before = read_mano(root / "sequences" / SEQ / "mano.h5")
+    queue = read_queue(root / "annotation" / "queue.jsonl")
+    write_manual_point(root, 5, 37, 4.0)
+    triangulate_session(root, TriangulateConfig(frames=[5]))
+    [s] = fit_session(root, FitConfig(frames=[5], context_frames=1))
+    assert (s.spliced, s.fitted, whole.spliced, whole.fitted) == ([5], 3, None, 8)
+    after = read_mano(root / "sequences" / SEQ / "mano.h5")
+    others = np.arange(8) != 5
+    for k in ("global_orient", "hand_pose", "transl", "joints", "betas"):
+        np.testing.assert_array_equal(getattr(after, k)[others] if k != "betas" else after.betas,
+                                      getattr(before, k)[others] if k != "betas" else before.betas)
+    assert not np.array_equal(after.joints[5], before.joints[5])
+    assert read_queue(root / "annotation" / "queue.jsonl") == queue  # the queue as it was
+    assert fit_session(root)[0].skipped and triangulate_session(root)[0].skipped
+    write_manual_point(root, 6, 37, 4.0)
+    triangulate_session(root, TriangulateConfig(frames=[6]))
+    [other] = fit_session(root, FitConfig(frames=[6], rule=dataclasses.replace(FitConfig().rule, relative=4.0)))
+    assert other.spliced is None and other.fitted == 8

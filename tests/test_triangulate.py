@@ -384,3 +384,60 @@ def test_stage_every_keypoint_far_outside_the_image(session):
     assert str(e.value).startswith(f"{path}: {n} keypoints lie more than half the image size outside the image "
                                    f"(first: camera 'cam00', frame {kp.frames[0]}, keypoint ")
     assert not (session / "sequences" / SEQ / "joints3d.h5").exists()
+
+
+def write_manual_point(session, frame: int, point: int, shift_px: float) -> None:
+    """keypoints2d_manual.h5 with one point a person placed, in every camera that sees it, ``shift_px`` right
+    of the detection (replacing any manual points before)."""
+    from data_schemas.keypoints2d import Keypoints2D
+
+    kp = read_keypoints2d(session / "sequences" / SEQ / "keypoints2d.h5")
+    manual = np.full(kp.keypoints.shape, np.nan, np.float32)
+    manual[..., 2] = 0.0
+    seen = kp.keypoints[:, frame, point, 2] > 0
+    assert seen.sum() >= 2
+    manual[seen, frame, point] = kp.keypoints[seen, frame, point] + (shift_px, 0.0, 0.0)
+    manual[seen, frame, point, 2] = 1.0
+    who = np.where(manual[..., 2].max(-1) > 0, "ann", "").astype(object)
+    write_keypoints2d(session / "sequences" / SEQ / "keypoints2d_manual.h5",
+                      Keypoints2D(kp.cameras, kp.image_sizes, kp.frames, manual, "manual", kp.fps, annotators=who,
+                                  annotated_at=np.where(who == "", "", "2026-11-26T00:00:00+00:00")))
+
+
+def test_stage_writes_the_evidence_it_triangulated(session):
+    """joints3d.h5 holds the 2D evidence once: the exchanged view's hands back on their sides, a
+    person's points over the detections at MANUAL_WEIGHT."""
+    from data_schemas.keypoints2d import MANUAL_WEIGHT
+
+    path = session / "sequences" / SEQ / "keypoints2d.h5"
+    kp = read_keypoints2d(path)
+    truth = kp.keypoints.copy()
+    kp.keypoints[3, 1] = np.concatenate([truth[3, 1, 21:], truth[3, 1, :21]])  # the detector's slots exchanged
+    write_keypoints2d(path, kp)
+    write_manual_point(session, 2, 37, 3.0)
+    [s] = triangulate_session(session)
+    j = read_joints3d(session / "sequences" / SEQ / "joints3d.h5")
+    assert s.swapped_views == 1 and j.swapped[1, 3] and j.cameras == kp.cameras
+    placed = j.keypoints[..., 2] == MANUAL_WEIGHT
+    assert placed.any() and (np.argwhere(placed)[:, 1:] == (2, 37)).all()
+    np.testing.assert_allclose(j.keypoints[placed][:, :2], truth[placed][:, :2] + (3.0, 0.0), atol=1e-3)
+    np.testing.assert_array_equal(j.keypoints[~placed], truth[~placed])
+
+
+def test_stage_splices_frames_into_a_current_file(session):
+    """--frames: only those frames (and others whose manual points changed) again, the file current
+    after; with other options, or inputs, the whole sequence."""
+    out = session / "sequences" / SEQ / "joints3d.h5"
+    triangulate_session(session)
+    before = read_joints3d(out)
+    write_manual_point(session, 2, 37, 3.0)
+    [s] = triangulate_session(session, TriangulateConfig(frames=[1]))  # frame 2's manual point changed too
+    j = read_joints3d(out)
+    assert s.spliced == [1, 2] and list(j.spliced) == [1, 2] and j.spliced_from == before.inputs
+    np.testing.assert_array_equal(np.delete(j.joints, [1, 2], 0), np.delete(before.joints, [1, 2], 0))
+    assert not np.array_equal(j.joints[2, 37], before.joints[2, 37])
+    np.testing.assert_array_equal(j.swapped, before.swapped)
+    assert triangulate_session(session)[0].skipped  # current, manual points included
+    write_manual_point(session, 3, 8, 2.0)
+    [whole] = triangulate_session(session, TriangulateConfig(method="dlt", frames=[3]))
+    assert whole.spliced is None and read_joints3d(out).spliced is None

@@ -235,7 +235,8 @@ def write_truth(root: Path, name: str, rig: CameraRig, motion, joints: np.ndarra
     quality = FitQuality(reproj_mean_px=zeros, reproj_max_px=zeros, residual3d=zeros, penetration=zeros,
                          bone_deviation=zeros, n_cameras=visible.any(axis=3).sum(axis=0), failure=zeros.astype(np.uint16))
     write_mano(gt / "mano.h5", ManoFit(frames, motion.global_orient[sl], motion.hand_pose[sl], motion.betas,
-                                       motion.transl[sl], quality, fps, "open_hand"))
+                                       motion.transl[sl], joints[sl].reshape(n_frames, 42, 3), quality, fps,
+                                       "open_hand"))
     write_joints3d(gt / "joints3d.h5", Joints3D(frames, joints[sl].reshape(n_frames, 42, 3),
                                                 np.zeros((n_frames, 42), np.float32), n_cams, fps, DETECTOR_ID))
     kp = np.concatenate([pixels.reshape(C, n_frames, 42, 2), visible.reshape(C, n_frames, 42, 1)], axis=-1)
