@@ -151,7 +151,7 @@ def _check_hand_model(fit: ManoFit, path: Path, opts: ExportOptions) -> None:
     try:
         name = hand_model_for(kind, opts.mano_dir if kind == "mano" else None, path).name
     except SchemaError as e:
-        raise SchemaError(path, f"fitted with hand model '{fit.hand_model}', which cannot be loaded: {e}")
+        raise SchemaError(path, f"fitted with hand model '{fit.hand_model}', which cannot be loaded: {e.cause}") from None
     if kind == "open_hand" and fit.hand_model != name:
         raise SchemaError(path, f"fitted with hand model '{fit.hand_model}', but the bundled model is '{name}' "
                                 "(and 'mano' means your licensed MANO): re-run `handdiffuse fit`")

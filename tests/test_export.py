@@ -304,8 +304,9 @@ def test_session_errors(tmp_path, session, monkeypatch, capsys):
     monkeypatch.delenv("HANDDIFFUSE_MANO_DIR", raising=False)
     with pytest.raises(SchemaError) as e:
         export_sessions([session], tmp_path / "out")
-    assert str(e.value).startswith(f"{mano}: fitted with hand model 'mano', which cannot be loaded: "
-                                   "hand model config: kind=mano needs mano_dir or $HANDDIFFUSE_MANO_DIR")
+    assert str(e.value) == (f"{mano}: fitted with hand model 'mano', which cannot be loaded: MANO parameters "
+                            "need your licensed MANO model: pass --mano-dir (the folder with MANO_RIGHT.pkl and "
+                            "MANO_LEFT.pkl) or set $HANDDIFFUSE_MANO_DIR")
     assert not (tmp_path / "out").exists()
     assert ExportCommand(sessions=[]).run() == 2
     assert capsys.readouterr().err == "error: export needs at least one SESSION\n"
