@@ -52,7 +52,7 @@ import tyro
 
 from data_schemas import h5io
 from data_schemas import shard as shard_format
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
 from data_schemas.lock import writing
@@ -73,7 +73,6 @@ MB = 2**20
 FK_BATCH = 8192  # frames per hand-model call
 _SHARD_RE = re.compile(r"^shard-(\d+)\.h5$")
 _ARRAYS = shard_format.FRAME_FIELDS + ("betas",)
-_EXIT_OK, _EXIT_BAD_INPUT, _EXIT_USAGE = 0, 1, 2  # pipeline.cli's exit codes
 LOG = logging.getLogger("handdiffuse")
 
 
@@ -479,13 +478,13 @@ class ExportCommand(ExportOptions):
 
         if not self.sessions:
             print("error: export needs at least one SESSION", file=sys.stderr)
-            return _EXIT_USAGE
+            return EXIT_USAGE
         out = self.out or Path(self.sessions[0]) / "export"
         try:
             s = export_sessions(self.sessions, out, self)
         except SchemaError as e:
             print(f"error: {e}", file=sys.stderr)
-            return _EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         if s.without_mano:
             LOG.info("export: without mano.h5 (run `handdiffuse fit`): %s", ", ".join(s.without_mano))
         tail = (f"{len(s.skipped_up_to_date)} up to date, {len(s.without_mano)} without mano.h5; dataset "
@@ -497,4 +496,4 @@ class ExportCommand(ExportOptions):
                   f"shards, {s.bytes_written / MB:.1f} MB at {s.mb_per_s:.1f} MB/s, {len(s.stale)} re-exported "
                   f"(old copies left unreferenced), {tail}")
         LOG.info("export: done in %.1f s", s.seconds)
-        return _EXIT_OK
+        return EXIT_OK
