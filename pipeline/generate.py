@@ -208,8 +208,8 @@ def sample_run(cmd: SampleCommand) -> dict:
         else:
             camera, seen_by = _camera(cmd, ref)
             camera = controls.PinholeCamera(*(x.to(device) for x in (camera.K, camera.R, camera.t)))
-            control = controls.Keypoints2D(model, model.rep.frame(ref.joints), camera,
-                                           camera.project(ref.joints), strength=cmd.strength)
+            control = controls.Keypoints2DGuidance(model, model.rep.frame(ref.joints), camera,
+                                                   camera.project(ref.joints), strength=cmd.strength)
             sources = [f"{s} seen by {seen_by}" for s in sources]
 
     t0 = time.perf_counter()
