@@ -175,7 +175,7 @@ def test_demo_rig_meets_the_accuracy_targets(tmp_path):
 
 def test_short_board_video_is_refused_unless_allowed(tmp_path, capsys):
     from pipeline.cli import main
-    from tests.test_ingest import make_session as make_tiny_session
+    from tests.test_takes import make_session as make_tiny_session
 
     make_tiny_session(tmp_path, offsets=(0, 0, 0), n_frames=(20, 12, 20), take=None)
     video = tmp_path / "calibration" / "videos" / "cam01.mp4"
@@ -196,7 +196,7 @@ def test_short_board_video_is_refused_unless_allowed(tmp_path, capsys):
 def test_fingerprint_covers_frame_offsets_not_workers(tmp_path):
     from capture.calibration.stage import fingerprint
     from data_schemas.session import Session
-    from tests.test_ingest import make_session as make_tiny_session
+    from tests.test_takes import make_session as make_tiny_session
 
     session = make_tiny_session(tmp_path, offsets=(0, 0, 0), take=None)
     base = fingerprint(session, CalibrateConfig())
