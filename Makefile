@@ -131,8 +131,10 @@ hand-model-render: $(STAMP)
 	mkdir -p docs
 	$(BIN)/python -m hand_model.render docs/hand_model.png
 
+# each as a module from the repository root: bench/ itself never comes first on sys.path
 bench: $(STAMP)
-	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do m=$$(basename $$b .py); [ "$$m" = __init__ ] && continue; \
+		echo "== $$b"; $(BIN)/python -m bench.$$m || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

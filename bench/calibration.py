@@ -16,29 +16,19 @@ within 0.1 deg, under 10 minutes).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from capture.calibration.board_views import CameraViews, usable  # noqa: E402
-from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_views  # noqa: E402
-from capture.charuco import board_corners  # noqa: E402
-from capture.studio.board_take import board_trajectory, corner_visibility, motion_for_rig  # noqa: E402
-from capture.studio.rig import BOARD, DEMO, FULL, make_rig  # noqa: E402
-from capture.calibration.evaluate import compare_rigs  # noqa: E402
-from tests.test_calibrate import make_take  # noqa: E402
+from capture.calibration.board_views import CameraViews, usable
+from capture.calibration.stage import CalibrateConfig, calibrate, calibrate_views
+from capture.charuco import board_corners
+from capture.studio.board_take import board_trajectory, corner_visibility, motion_for_rig
+from capture.studio.rig import BOARD, DEMO, FULL, make_rig
+from capture.calibration.evaluate import compare_rigs
+from tests.test_calibrate import make_take
 
 FRAMES = 300
 

@@ -11,20 +11,13 @@ Then, from one more pass of the detector over the same frames, how the side of e
 hand is decided: the model's handedness label alone, the geometric check alone, both,
 and both with tracking over time (the stage's default).
 
-    .venv/bin/python bench/detection.py [--frames 30] [--backend mediapipe]
+    .venv/bin/python -m bench.detection [--frames 30] [--backend mediapipe]
 
 Last line: ``detection backend=<b> images_per_s=<r> detected=<fraction> px_err=<median px>``
 (issue target: detected >= 0.85, px_err <= 10).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import dataclasses

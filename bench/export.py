@@ -12,7 +12,7 @@ fit errors of 1-5 mm. Made with numpy; no hand model.
    shuffle=True, num_workers=2)`` (the train split); after ``--warmup`` batches (the workers
    start and preload the sequences they touch), windows per second over ``--batches`` batches.
 
-    .venv/bin/python bench/export.py [--sequences 250] [--frames 1000] [--batches 300]
+    .venv/bin/python -m bench.export [--sequences 250] [--frames 1000] [--batches 300]
 
 Last line: ``export frames=<n> write_mb_per_s=<w> loader_windows_per_s=<r>``
 (issue target: >= 2000 windows of 200 frames per second on 2 cores).
@@ -21,21 +21,16 @@ Last line: ``export frames=<n> write_mb_per_s=<w> loader_windows_per_s=<r>``
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# `python bench/export.py` puts bench/ first on sys.path, where its files would shadow the
-# packages of the same name: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data_schemas.dataset import MB, DatasetOptions, append_to_dataset  # noqa: E402
-from data_schemas.shard import ShardSequence  # noqa: E402
-from generation.data import WindowDataset  # noqa: E402
+from data_schemas.dataset import MB, DatasetOptions, append_to_dataset
+from data_schemas.shard import ShardSequence
+from generation.data import WindowDataset
 
 CATEGORIES = ("clasp", "interlock", "tap", "rub", "pinch", "tutting")
 

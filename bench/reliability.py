@@ -14,7 +14,7 @@ uninterrupted run's, by content.
    detection chunk folders and shards the manifest does not name, left after the rerun;
    ``lost`` counts sequences or frames the reference has and the rerun does not
 
-    .venv/bin/python bench/reliability.py [--kills 5] [--frames 12] [--seed 0] [--stages fit,export]
+    .venv/bin/python -m bench.reliability [--kills 5] [--frames 12] [--seed 0] [--stages fit,export]
 
 Last line: ``reliability kills=<n> identical=<n> leftovers=<n> lost=<n>`` (target:
 identical = kills, leftovers = lost = 0).
@@ -22,20 +22,15 @@ identical = kills, leftovers = lost = 0).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 

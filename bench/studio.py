@@ -1,6 +1,6 @@
 """Studio speed: the demo session end to end, and render throughput of both presets.
 
-    .venv/bin/python bench/studio.py
+    .venv/bin/python -m bench.studio
 
 Prints ``studio cameras=<n> resolution=<w>x<h> images_per_s=<r>`` per preset (the demo
 line from a whole `handdiffuse studio --preset demo` build, board take included, 2
@@ -9,13 +9,6 @@ session's total seconds (issue target: under 180 s on 2 cores).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import tempfile
 import time

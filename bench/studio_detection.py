@@ -8,20 +8,13 @@ the image, not covered by the other hand, palm or back within 60 deg of facing t
 camera) and median landmark error at 512 px image height. Writes example frames with
 the detections drawn to docs/studio_detections.png.
 
-    .venv/bin/python bench/studio_detection.py [--sequences-per-family 2] [--frames 30]
+    .venv/bin/python -m bench.studio_detection [--sequences-per-family 2] [--frames 30]
 
 Last line: ``studio_detection views=<n> eligible=<n> rate=<r> median_err_px=<e>``
 (issue target: rate >= 0.85, median_err_px <= 10).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import tempfile

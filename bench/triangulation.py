@@ -28,25 +28,14 @@ aniposelib_mpjpe; under outliers the robust mode beats aniposelib's error and is
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/<x>.py` puts bench/ first on sys.path, where bench/fitting.py would shadow
-# the `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import sys
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from capture.studio.rig import FULL, make_rig  # noqa: E402
-from data_schemas.calibration import CameraRig  # noqa: E402
-from fitting.triangulate import ROBUST, triangulate, triangulate_reference  # noqa: E402
+from capture.studio.rig import FULL, make_rig
+from data_schemas.calibration import CameraRig
+from fitting.triangulate import ROBUST, triangulate, triangulate_reference
 
 FRAMES_PER_MOTION = 300
 NOISE_PX = 2.0

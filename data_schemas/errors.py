@@ -1,4 +1,5 @@
-"""The one error type every reader, writer and validator raises on bad input.
+"""The one error type every reader, writer and validator raises on bad input, and the exit
+codes of every command.
 
 Its message is always one line, ``<file>: <cause>``, so the CLI can print it as is
 and a person knows which file to look at and what is wrong with it.
@@ -7,6 +8,11 @@ and a person knows which file to look at and what is wrong with it.
 from __future__ import annotations
 
 from pathlib import Path
+
+# Exit codes of ``handdiffuse`` and every stage command.
+EXIT_OK = 0  # done
+EXIT_BAD_INPUT = 1  # bad input or failed validation (one line per cause, naming the file)
+EXIT_USAGE = 2  # bad command line
 
 
 class SchemaError(ValueError):

@@ -51,11 +51,12 @@ import numpy as np
 import torch
 
 from data_schemas.calibration import CameraRig
-from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
+from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS, OURS_OF_MANO21
 from hand_model.joints_layer import JointsLayer, rodrigues
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
 PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly rigid
+PALM_MANO21 = [OURS_OF_MANO21.index(j) for j in PALM]  # the same joints in MANO-21 order (lm_pose)
 
 
 @dataclass
@@ -410,36 +411,57 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
     the joint's world rotation, Jr the right Jacobian of SO(3)). Fingertips are taken as
     rigid on their last joint, pose correctives are left out of the Jacobian (not of the
     residual): the step is approximate, the accepted cost exact. Each problem keeps its own
-    damping lambda."""
-    from data_schemas.keypoints import OURS_OF_MANO21
-    from hand_model import pose_prior
+    damping lambda.
 
-    B = X.shape[0]
-    dev, dt = X.device, X.dtype
-    pj, pk = (torch.as_tensor(i, device=dev) for i in np.nonzero(_ancestors()))  # (P,) pairs: joint k moves j
-    k3 = 3 + 3 * np.arange(15)[:, None, None]  # the 3x3 diagonal blocks of the hand-pose columns
-    block_r, block_c = (torch.as_tensor(np.broadcast_to(i, (15, 3, 3)).ravel(), device=dev)
-                        for i in (k3 + np.arange(3)[:, None], k3 + np.arange(3)[None, :]))
-    to_mano = list(OURS_OF_MANO21)
-    w_lim = opts.w_limits ** 0.5
-    frames = torch.as_tensor(model.frames, dtype=dt, device=dev)  # (15, 3, 3) right hand
-    lo, hi = (torch.as_tensor(x * pose_prior.DEG, dtype=dt, device=dev) for x in pose_prior.limits_deg())
-    mirror = torch.as_tensor(np.stack([AXIS_ANGLE_MIRROR, np.ones(45)]), dtype=dt, device=dev).reshape(2, 15, 3)
-    L = frames.transpose(1, 2) * mirror[:, :, None, :]  # (2, 15, 3, 3): angles_k = L_k theta_k, left and right
-    Xm = X[:, :, to_mano]  # (B, 2, 21, 3) MANO-21 order
-    wm = (v[:, :, to_mano] / opts.sigma_3d)[..., None]  # (B, 2, 21, 1)
-    eye = torch.eye(51, dtype=dt, device=dev)
+    1. coarse to fine in time (``_coarse_to_fine``)
+    2. restarts of the problems left in a poor minimum (``_restart_stuck``)
+    3. the (frame, hand)s without a triangulated palm filled in between (``fill_between``)
+    """
+    lm = _PoseLM(model, layer, betas, X, v, opts)
+    # (frame, hand)s without a triangulated palm keep their warm start (init_global)
+    palm = (lm.wm[:, :, PALM_MANO21, 0] > 0).sum(-1) >= 3  # (B, 2)
+    theta = torch.cat([orient, pose, transl], dim=2)  # (B, 2, 51)
+    cost = _coarse_to_fine(lm, theta, palm, opts)  # 1.
+    _restart_stuck(lm, theta, cost, palm, opts)  # 2.
+    fill_between(theta, palm)  # 3.
+    return theta[..., :3], theta[..., 3:48], theta[..., 48:]
 
-    def residual(theta, Xs, ws):  # (K, 2, 51) -> residuals (K, 2, 63 + 45), joints (K, 2, 21, 3), rotations, angles
+
+class _PoseLM:
+    """``lm_pose``'s problems: the targets in MANO-21 order, the residuals, their normal equations
+    and the damped solve."""
+
+    def __init__(self, model, layer, betas, X, v, opts: FitOptions):
+        from hand_model import pose_prior
+
+        self.layer, self.betas, self.opts = layer, betas, opts
+        self.dev, self.dt = dev, dt = X.device, X.dtype
+        self.pj, self.pk = (torch.as_tensor(i, device=dev) for i in np.nonzero(_ancestors()))  # (P,) pairs: k moves j
+        k3 = 3 + 3 * np.arange(15)[:, None, None]  # the 3x3 diagonal blocks of the hand-pose columns
+        self.block_r, self.block_c = (torch.as_tensor(np.broadcast_to(i, (15, 3, 3)).ravel(), device=dev)
+                                      for i in (k3 + np.arange(3)[:, None], k3 + np.arange(3)[None, :]))
+        self.to_mano = list(OURS_OF_MANO21)
+        self.w_lim = opts.w_limits ** 0.5
+        frames = torch.as_tensor(model.frames, dtype=dt, device=dev)  # (15, 3, 3) right hand
+        self.lo, self.hi = (torch.as_tensor(x * pose_prior.DEG, dtype=dt, device=dev) for x in pose_prior.limits_deg())
+        mirror = torch.as_tensor(np.stack([AXIS_ANGLE_MIRROR, np.ones(45)]), dtype=dt, device=dev).reshape(2, 15, 3)
+        self.L = frames.transpose(1, 2) * mirror[:, :, None, :]  # (2, 15, 3, 3): angles_k = L_k theta_k, left, right
+        self.Xm = X[:, :, self.to_mano]  # (B, 2, 21, 3) MANO-21 order
+        self.wm = (v[:, :, self.to_mano] / opts.sigma_3d)[..., None]  # (B, 2, 21, 1)
+        self.eye = torch.eye(51, dtype=dt, device=dev)
+
+    def residual(self, theta, Xs, ws):
+        """theta (K, 2, 51) -> residuals (K, 2, 63 + 45), joints (K, 2, 21, 3), rotations, angles."""
         K = len(theta)
-        J = layer(theta[..., :3], theta[..., 3:48], betas, theta[..., 48:])[:, :, to_mano]  # (K, 2, 21, 3)
-        angles = torch.einsum("hkab,nhkb->nhka", L, theta[..., 3:48].reshape(K, 2, 15, 3))  # (K, 2, 15, 3)
-        limits = torch.relu(angles - hi) + torch.relu(lo - angles)
-        r = torch.cat([((J - Xs) * ws).reshape(K, 2, 63), w_lim * limits.reshape(K, 2, 45)], dim=2)
-        return r, J, layer.last_rotations, angles
+        J = self.layer(theta[..., :3], theta[..., 3:48], self.betas, theta[..., 48:])
+        J = J[:, :, self.to_mano]  # (K, 2, 21, 3)
+        angles = torch.einsum("hkab,nhkb->nhka", self.L, theta[..., 3:48].reshape(K, 2, 15, 3))  # (K, 2, 15, 3)
+        limits = torch.relu(angles - self.hi) + torch.relu(self.lo - angles)
+        r = torch.cat([((J - Xs) * ws).reshape(K, 2, 63), self.w_lim * limits.reshape(K, 2, 45)], dim=2)
+        return r, J, self.layer.last_rotations, angles
 
-    def normal_equations(theta, J, G, angles, ws, r):  # -> J^T J (K, 2, 51, 51), J^T r (K, 2, 51)
-        K = len(theta)
+    def normal_equations(self, theta, J, G, angles, ws, r):  # -> J^T J (K, 2, 51, 51), J^T r (K, 2, 51)
+        K, dt, dev, pj, pk = len(theta), self.dt, self.dev, self.pj, self.pk
         rot = torch.cat([theta[..., :3], theta[..., 3:48]], dim=2).reshape(K, 2, 16, 3)
         axes = (G @ right_jacobian(rot))[:, :, pk].transpose(-1, -2)  # (K, 2, P, 3 axis, 3 xyz) of each pair's k
         lever = J[:, :, pj] - J[:, :, pk]  # (K, 2, P, 3): p_j - p_k
@@ -451,30 +473,31 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
         H = Jp.transpose(-1, -2) @ Jp
         g = (Jp.transpose(-1, -2) @ r[..., :63, None])[..., 0]
         # the limits' rows: block diagonal, joint k's angles by its own theta_k
-        active = (angles > hi).to(dt) - (angles < lo).to(dt)  # (K, 2, 15, 3): +1 above, -1 below
-        blocks = w_lim * active[..., None] * L  # (K, 2, 15, 3, 3)
-        H[:, :, block_r, block_c] += (blocks.transpose(-1, -2) @ blocks).reshape(K, 2, 135)
+        active = (angles > self.hi).to(dt) - (angles < self.lo).to(dt)  # (K, 2, 15, 3): +1 above, -1 below
+        blocks = self.w_lim * active[..., None] * self.L  # (K, 2, 15, 3, 3)
+        H[:, :, self.block_r, self.block_c] += (blocks.transpose(-1, -2) @ blocks).reshape(K, 2, 135)
         g[..., 3:48] += (blocks.transpose(-1, -2) @ r[..., 63:].reshape(K, 2, 15, 3, 1)).reshape(K, 2, 45)
         return H, g
 
-    def solve(theta, sel, moving):
+    def solve(self, theta, sel, moving):
         """LM on frames ``sel`` from ``theta`` (K, 2, 51), for the (frame, hand) problems ``moving`` (K, 2)
         -> (theta, cost (K, 2)). Each problem keeps its own damping and stops on its own."""
-        Xs, ws = Xm[sel], wm[sel]
-        lam = torch.full(moving.shape + (1,), 1e-3, dtype=dt, device=dev)
-        r, J, G, angles = residual(theta, Xs, ws)
+        opts, eye = self.opts, self.eye
+        Xs, ws = self.Xm[sel], self.wm[sel]
+        lam = torch.full(moving.shape + (1,), 1e-3, dtype=self.dt, device=self.dev)
+        r, J, G, angles = self.residual(theta, Xs, ws)
         cost = (r ** 2).sum(-1)
         done = ~moving
         for _ in range(opts.lm_iterations):
             a = torch.nonzero(~done.all(1)).flatten()  # frames with a hand still moving
             if len(a) == 0:
                 break
-            H, g = normal_equations(theta[a], J[a], G[a], angles[a], ws[a], r[a])
+            H, g = self.normal_equations(theta[a], J[a], G[a], angles[a], ws[a], r[a])
             # damping relative to the curvature, with a floor: directions no joint constrains
             # (a finger whose joints were not triangulated) must not take huge steps
             step = torch.linalg.solve(H + lam[a][..., None] * (H * eye) + 1e-2 * eye, -g)
             trial = theta[a] + step
-            r_new, J_new, G_new, a_new = residual(trial, Xs[a], ws[a])
+            r_new, J_new, G_new, a_new = self.residual(trial, Xs[a], ws[a])
             cost_new = (r_new ** 2).sum(-1)  # (k, 2)
             better = (cost_new < cost[a]) & ~done[a]
             keep = better[..., None]
@@ -488,13 +511,14 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
             lam[a] = torch.where(keep, lam[a] * 0.3, lam[a] * 10).clamp(1e-7, 1e7)
         return theta, cost
 
-    # (frame, hand)s without a triangulated palm keep their warm start (init_global)
-    palm = (wm[:, :, [0, 1, 4, 7, 10, 13], 0] > 0).sum(-1) >= 3  # (B, 2) MANO-21: wrist, finger bases
-    theta = torch.cat([orient, pose, transl], dim=2)  # (B, 2, 51)
+
+def _coarse_to_fine(lm: _PoseLM, theta: torch.Tensor, palm: torch.Tensor, opts: FitOptions) -> torch.Tensor:
+    """In place on theta (B, 2, 51): every 8th frame (opts.lm_strides) from the given start, then the frames
+    half-way between solved ones (every 4th, 2nd, then the rest), each starting from its two solved
+    neighbours' mean hand pose (a hand without a palm there does not count) and its own orientation and
+    translation. Returns the cost (B, 2) of each solved (frame, hand), inf where there is no palm."""
+    B, dt, dev = len(theta), lm.dt, lm.dev
     cost = torch.full((B, 2), float("inf"), dtype=dt, device=dev)
-    # Coarse to fine: every 8th frame (opts.lm_strides) from the given start, then the frames half-way
-    # between solved ones (every 4th, 2nd, then the rest), each starting from its two solved neighbours' mean hand
-    # pose (a hand without a palm there does not count) and its own orientation and translation.
     solved = torch.zeros(B, dtype=torch.bool, device=dev)
     for stride in opts.lm_strides:
         f = torch.arange(0, B, stride, device=dev)
@@ -510,13 +534,19 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
             n = w0 + w1
             mean = (w0 * theta[before, :, 3:48] + w1 * theta[after, :, 3:48]) / n.clamp(min=1)
             start[..., 3:48] = torch.where(n > 0, mean, start[..., 3:48])
-        t, c = solve(start, f, palm[f])
+        t, c = lm.solve(start, f, palm[f])
         theta[f] = t
         cost[f] = torch.where(palm[f], c, cost[f])
-    # Restarts: a (frame, hand) stuck in a poor minimum (cost per joint 4x the sequence's median, joint
-    # limits included) starts again from the previous and from the next frame's solution (both
-    # tried in one batch); the best solution stays. opts.restarts rounds.
-    n_valid = (wm[..., 0] > 0).sum(-1).clamp(min=1)  # (B, 2)
+    return cost
+
+
+def _restart_stuck(lm: _PoseLM, theta: torch.Tensor, cost: torch.Tensor, palm: torch.Tensor,
+                   opts: FitOptions) -> None:
+    """In place on theta (B, 2, 51) and cost (B, 2): a (frame, hand) stuck in a poor minimum (cost per
+    joint 4x the sequence's median, joint limits included) starts again from the previous and from the
+    next frame's solution (both tried in one batch); the best solution stays. opts.restarts rounds."""
+    B = len(theta)
+    n_valid = (lm.wm[..., 0] > 0).sum(-1).clamp(min=1)  # (B, 2)
     for _ in range(opts.restarts):
         per_joint = cost / n_valid
         median = per_joint[palm].median() if palm.any() else per_joint.new_zeros(())
@@ -529,7 +559,7 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
         moving = stuck[both] & (source >= 0)[:, None] & (source < B)[:, None]
         source = source.clamp(0, B - 1)
         start = torch.where(moving[..., None], theta[source], theta[both])
-        trial, trial_cost = solve(start, both, moving)
+        trial, trial_cost = lm.solve(start, both, moving)
         trial_cost = torch.where(moving, trial_cost, torch.full_like(trial_cost, float("inf")))
         pick = trial_cost[len(f):] < trial_cost[:len(f)]  # (k, 2): the next frame's start did better
         best_theta = torch.where(pick[..., None], trial[len(f):], trial[:len(f)])
@@ -537,8 +567,6 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
         better = best_cost < cost[f]
         theta[f] = torch.where(better[..., None], best_theta, theta[f])
         cost[f] = torch.where(better, best_cost, cost[f])
-    fill_between(theta, palm)
-    return theta[..., :3], theta[..., 3:48], theta[..., 48:]
 
 
 def fill_between(theta: torch.Tensor, known: torch.Tensor) -> None:

@@ -161,7 +161,7 @@ def default_camera(point: torch.Tensor, distance: float = 0.6) -> PinholeCamera:
     return PinholeCamera(K, R, -R @ center)
 
 
-class Keypoints2D(Control):
+class Keypoints2DGuidance(Control):
     """Motion whose projection into one camera matches given 2D keypoints, by guidance.
 
     ``frame``: where the samples stand in the world (e.g. a reference's sequence frame);

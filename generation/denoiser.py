@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ SIZES = {
     "tiny": DenoiserConfig(layers=2, heads=4, feedforward=128, width=64, dropout=0.0),
 }
 """Named denoiser sizes (``HandDiffuseConfig.size``)."""
+Size = Literal[tuple(SIZES)]  # type: ignore[valid-type]  # their names, for configs and the CLI
 
 
 def sinusoid(positions: torch.Tensor, width: int) -> torch.Tensor:

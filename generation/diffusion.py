@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B, ...), t (B,)) -> x0_hat (B, ...)
-Control = Callable[[torch.Tensor, int], torch.Tensor]  # (x0_hat, t) -> x0_hat with the known parts put in
+ControlFn = Callable[[torch.Tensor, int], torch.Tensor]  # (x0_hat, t) -> x0_hat with the known parts put in
 
 
 @dataclass
@@ -90,7 +90,7 @@ class CosineSchedule:
 
 
 def ddim_sample(denoiser: Denoiser, schedule: CosineSchedule, shape: tuple[int, ...], steps: int = 50,
-                eta: float = 0.0, control: Control | None = None, generator: torch.Generator | None = None,
+                eta: float = 0.0, control: ControlFn | None = None, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu", x_T: torch.Tensor | None = None) -> torch.Tensor:
     """Sample x_0 of ``shape`` (B, ...) with ``steps`` DDIM steps (module docstring, steps 1-5)."""
     x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)
@@ -115,7 +115,7 @@ def ddim_sample(denoiser: Denoiser, schedule: CosineSchedule, shape: tuple[int, 
     return x
 
 
-def inpaint(known: torch.Tensor, mask: torch.Tensor) -> Control:
+def inpaint(known: torch.Tensor, mask: torch.Tensor) -> ControlFn:
     """A control that puts ``known`` (B, ...) into x0_hat where ``mask`` (broadcastable, bool) is set:
     key frames, or given trajectory features, reproduced exactly by the final sample."""
     def control(x0_hat: torch.Tensor, t: int) -> torch.Tensor:

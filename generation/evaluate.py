@@ -4,7 +4,7 @@ For trained runs (``generation.train``) of one window length T and a dataset:
 
     1. real windows: the complete T-frame windows (every ``real_stride`` frames, at most
        ``max_real_windows`` of them, evenly spread) of the ``split`` (test) sequences
-    2. the feature extractor (``generation.evaluator``): loaded when its file holds the dataset's
+    2. the feature extractor (``generation.motion_features``): loaded when its file holds the dataset's
        train-split hash, else trained on the train split and saved (so every method is measured
        with the same frozen features)
     3. per run, condition (unconditioned, in-betweening, trajectory) and repetition r = 1 ... R:
@@ -40,7 +40,7 @@ from data_schemas.manifest import manifest_path
 from generation import controls
 from generation.data import WindowDataset
 from generation.device import resolve_device
-from generation.evaluator import EvaluatorConfig, load_evaluator, train_evaluator
+from generation.motion_features import EvaluatorConfig, load_evaluator, train_evaluator
 from generation.metrics import diversity, frechet_distance, mean_interval
 from generation.model import PRESETS, HandDiffuse
 from generation.output import motion_parameters

@@ -1,6 +1,6 @@
 """The statistics of the generator's evaluation: FID, Diversity, and "mean ± interval" over repetitions.
 
-Features are the evaluation embeddings of motions (``generation.evaluator``), (N, F) arrays.
+Features are the evaluation embeddings of motions (``generation.motion_features``), (N, F) arrays.
 
 Frechet distance (``frechet_distance``, FID on motion features; Heusel et al. 2017), between
 the Gaussian fits N(mu_a, S_a), N(mu_b, S_b) of two feature sets::

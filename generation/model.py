@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from generation.denoiser import SIZES, DenoiserConfig, MotionDenoiser
+from generation.denoiser import SIZES, DenoiserConfig, MotionDenoiser, Size
 from generation.diffusion import CosineSchedule, DiffusionConfig
 from generation.losses import InteractionLossConfig, interaction_loss, shape_loss
 from generation.representation import (
@@ -60,7 +60,7 @@ class HandDiffuseConfig:
     shde: bool = True
     """Use SHDe (single-hand denoiser) and condition IHDe on its motions; False: one denoiser
     over the two-hand representation (the "w/o SHDe" ablation, the MDM-style baseline)."""
-    size: Literal["paper", "cpu", "tiny"] = "paper"
+    size: Size = "paper"
     """Denoiser size (generation.denoiser.SIZES): "paper" 8 layers, 4 heads, FF 1024, width 512;
     "cpu" 4 layers, width 128 (samples in < 1 s on a CPU); "tiny" for tests and the demo."""
     interaction_weight: float = 1.0
@@ -89,6 +89,7 @@ PRESETS: dict[str, HandDiffuseConfig] = {
     "mdm": HandDiffuseConfig(representation="global", shde=False, interaction_weight=0.0, shape_weight=0.0),
 }
 """The complete model, Table 3's ablations, and the MDM-style baseline (same sizes)."""
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  # their names, for the CLI
 
 
 @dataclass

@@ -283,7 +283,7 @@ def canonicalize(joints: torch.Tensor, rotations: torch.Tensor | None = None,
 
 
 @dataclass
-class Motion:
+class DecodedMotion:
     """Decoded motion: joints (B, T, 42, 3) m, rotations (B, T, 2, 16, 4), and the same rotations
     as the shard's axis-angle fields global_orient (B, T, 2, 3) and hand_pose (B, T, 2, 45)."""
 
@@ -293,7 +293,7 @@ class Motion:
     hand_pose: torch.Tensor
 
     @classmethod
-    def of(cls, joints: torch.Tensor, rotations: torch.Tensor) -> "Motion":
+    def of(cls, joints: torch.Tensor, rotations: torch.Tensor) -> "DecodedMotion":
         rotations = quat_normalize(rotations)
         go, hp = axis_angle_from_rotations(rotations)
         return cls(joints=joints, rotations=rotations, global_orient=go, hand_pose=hp)
@@ -344,14 +344,14 @@ class GlobalRep(_Representation):
         return torch.cat([p.reshape(B, T, 126), _velocity(p).reshape(B, T, 126),  # (B, T, 42 x 3) each
                           quat_normalize(rot).reshape(B, T, 128)], dim=-1)  # (B, T, 2 x 16 x 4)
 
-    def decode(self, x: torch.Tensor, frame: SequenceFrame | None = None) -> Motion:
-        """(B, T, 380) -> Motion, in the sequence frame, or in the world with the encoded motion's ``frame``."""
+    def decode(self, x: torch.Tensor, frame: SequenceFrame | None = None) -> DecodedMotion:
+        """(B, T, 380) -> DecodedMotion, in the sequence frame, or in the world with the encoded motion's ``frame``."""
         B, T = x.shape[:2]
         joints = x[..., self.POSITIONS].reshape(B, T, N_KEYPOINTS, 3)
         rotations = quat_normalize(x[..., self.ROTATIONS].reshape(B, T, 2, N_ROT, 4))
         if frame is not None:
             joints, rotations = uncanonicalize(joints, rotations, frame)
-        return Motion.of(joints, rotations)
+        return DecodedMotion.of(joints, rotations)
 
 
 # -- local rep ---------------------------------------------------------------------------------
@@ -481,14 +481,14 @@ class LocalRep(_Representation):
                           position=quat_rotate(q[:, 0], rel_p))
         return left, right
 
-    def decode(self, x: torch.Tensor, frame: SequenceFrame | None = None) -> Motion:
-        """(B, T, 385) -> Motion, in the sequence frame, or in the world with the encoded motion's ``frame``."""
+    def decode(self, x: torch.Tensor, frame: SequenceFrame | None = None) -> DecodedMotion:
+        """(B, T, 385) -> DecodedMotion, in the sequence frame, or in the world with the encoded motion's ``frame``."""
         left, right = self.starts(x)
         (jl, rl), (jr, rr) = decode_hand(x[..., self.LEFT], left), decode_hand(x[..., self.RIGHT], right)
         joints, rotations = torch.cat([jl, jr], dim=2), torch.stack([rl, rr], dim=2)  # (B, T, 42, 3), (B, T, 2, 16, 4)
         if frame is not None:
             joints, rotations = uncanonicalize(joints, rotations, frame)
-        return Motion.of(joints, rotations)
+        return DecodedMotion.of(joints, rotations)
 
 
 # -- normalisation -----------------------------------------------------------------------------

@@ -20,12 +20,12 @@ import torch
 from generation.controls import Control
 from generation.diffusion import ddim_sample
 from generation.model import HandDiffuse
-from generation.representation import HAND_DIM, Motion
+from generation.representation import HAND_DIM, DecodedMotion
 
 
 @torch.inference_mode()
 def sample(model: HandDiffuse, n: int, frames: int | None = None, steps: int = 50, eta: float = 0.0,
-           seed: int = 0, control: Control | None = None) -> Motion:
+           seed: int = 0, control: Control | None = None) -> DecodedMotion:
     """``n`` motions of ``frames`` frames (default: the model's window); no autograd (the controls
     replace and project, they need no gradient), so the returned tensors are inference tensors."""
     model.eval()

@@ -252,15 +252,8 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
     ranks, device = _init_distributed(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    for name in ("shde_steps", "ihde_steps", "batch_size", "checkpoint_every", "log_every"):
-        if getattr(opts, name) < (1 if name not in ("shde_steps", "ihde_steps") else 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(opts, name)}")
-    if opts.batch_size % ranks.world:
-        raise ValueError(f"--batch-size {opts.batch_size} must be a multiple of the {ranks.world} processes")
-    shde_steps = opts.shde_steps if model_cfg.shde else 0
+    shde_steps = _checked_shde_steps(model_cfg, opts, ranks)
     total = shde_steps + opts.ihde_steps
-    if total < 1:
-        raise ValueError("nothing to train: --shde-steps and --ihde-steps are both 0")
 
     ds = WindowDataset(shards, window=model_cfg.window, split="train", fields=FIELDS)
     windows = ds.complete_windows()
@@ -275,28 +268,13 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
                 "fps": float(np.median(ds.rows["fps"]))}  # of the training data: the samples'
 
     # resume
-    start, phase_opt = 0, None
     ckpt_path = run / CHECKPOINT
-    if ckpt_path.is_file():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        except Exception as e:
-            raise SchemaError(ckpt_path, f"unreadable checkpoint ({type(e).__name__}); delete it to start over") from None
-        if ckpt.get("format") != RUN_FORMAT or ckpt.get("version") != VERSION:
-            raise SchemaError(ckpt_path, "not a checkpoint of this version; delete the run folder to start over")
-        if ckpt["model_config"] != run_info["model"]:
-            raise SchemaError(ckpt_path, "the run was started with another model configuration; use a new --run")
-        if ckpt["shde_steps"] != shde_steps:
-            raise SchemaError(ckpt_path, f"the run was started with --shde-steps {ckpt['shde_steps']}; keep it")
-        if ckpt["data_hash"] != data_hash:
-            raise SchemaError(ckpt_path, f"the run was started on other data than {shards}'s train split; use a new --run")
-        for name, old in ckpt.get("train", {}).items():  # checkpoints of before they kept them: not checked
-            if old != getattr(opts, name):
-                raise SchemaError(ckpt_path, f"the run was started with --{name.replace('_', '-')} {old}, not "
-                                             f"{getattr(opts, name)}: resume it with the same option, or use a new --run")
+    ckpt = _checkpoint_to_resume(ckpt_path, run_info, shards, opts, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         start, phase_opt = int(ckpt["step"]), ckpt["optimizer"]
     else:
+        start, phase_opt = 0, None
         fit_statistics(model, ds, windows, opts.stats_windows, opts.seed, device)
     if ranks.main:
         run.mkdir(parents=True, exist_ok=True)
@@ -321,17 +299,7 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
             step_phase = "shde" if step < shde_steps else "ihde"
             if step_phase != phase:
                 phase = step_phase
-                module = model.shde if phase == "shde" else model.ihde
-                if phase == "ihde" and model.shde is not None:
-                    model.shde.requires_grad_(False).eval()
-                module.train()
-                net = module
-                if ranks.world > 1:
-                    net = torch.nn.parallel.DistributedDataParallel(
-                        module, device_ids=[device.index] if device.type == "cuda" else None)
-                optimizer = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-                if phase_opt is not None and phase_opt["phase"] == phase:
-                    optimizer.load_state_dict(phase_opt["state"])
+                net, optimizer = _enter_phase(model, phase, phase_opt, ranks, device, opts)
                 phase_opt = None
             # 2.
             b = _on(device, next(loader))  # this rank's share of the step's batch
@@ -341,18 +309,7 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
                 enc = model.encode(b["joints"], b["global_orient"], b["hand_pose"])
             # 4.
             torch.manual_seed(opts.seed * 7_919 + step)  # dropout
-            # (drawn for the whole batch, then this rank's share: any number of ranks sees the same numbers)
-            T, B, mine = model.schedule.steps, opts.batch_size, slice(ranks.rank * per_rank, (ranks.rank + 1) * per_rank)
-            if phase == "shde":
-                hands = slice(2 * mine.start, 2 * mine.stop)  # both hands of each of this rank's windows
-                t = torch.randint(T, (2 * B,), generator=g)[hands]
-                noise = torch.randn((2 * B,) + enc.hands.shape[2:], generator=g)[hands]
-                losses = model.shde_losses(enc, t.to(device), noise.to(device), net=net)
-            else:
-                t = torch.randint(T, (B,), generator=g)[mine]
-                noise = torch.randn((B,) + enc.x.shape[1:], generator=g)[mine]
-                cond_noise = torch.randn((B, enc.x.shape[1], enc.hands.shape[1] * enc.hands.shape[-1]), generator=g)[mine]
-                losses = model.ihde_losses(enc, t.to(device), noise.to(device), cond_noise.to(device), net=net)
+            losses = _phase_losses(model, net, phase, enc, g, opts.batch_size, ranks, device)
             # 5.
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
@@ -364,25 +321,19 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
             if ranks.main and (step % opts.log_every == 0 or step + 1 == total):
                 row = {"step": step, "phase": phase, **last}
                 log_lines.append(row)
-                try:
-                    log_file.write(json.dumps(row) + "\n")
-                    log_file.flush()
-                except OSError as e:
-                    raise cannot_write(run / LOSS_LOG, e) from None
+                _write_log_line(log_file, row, run / LOSS_LOG)
                 bar.set_postfix_str(f"{phase} {last['total']:.4f}")
                 if bar.disable:
                     LOG.info("train: step %d/%d %s loss %.4f", step + 1, total, phase, last["total"])
             bar.update(1)
             # 6.
-            if (step + 1) % opts.checkpoint_every == 0 or step + 1 == total:
-                if ranks.main:
-                    payload = {"format": RUN_FORMAT, "version": VERSION, "model_config": run_info["model"],
-                               "shde_steps": shde_steps, "data_hash": data_hash, "step": step + 1,
-                               "train": {name: getattr(opts, name) for name in RESUME_OPTIONS},
-                               "model": model.state_dict(),
-                               "optimizer": {"phase": phase, "state": optimizer.state_dict()}}
-                    save_payload(payload, ckpt_path)
-                    _plot(run, log_lines)
+            if ((step + 1) % opts.checkpoint_every == 0 or step + 1 == total) and ranks.main:
+                payload = {"format": RUN_FORMAT, "version": VERSION, "model_config": run_info["model"],
+                           "shde_steps": shde_steps, "data_hash": data_hash, "step": step + 1,
+                           "train": {name: getattr(opts, name) for name in RESUME_OPTIONS},
+                           "model": model.state_dict(), "optimizer": {"phase": phase, "state": optimizer.state_dict()}}
+                save_payload(payload, ckpt_path)
+                _plot(run, log_lines)
     bar.close()
     if ranks.main:
         if start < total or not (run / MODEL).is_file():
@@ -392,3 +343,86 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
         torch.distributed.barrier()
     return TrainSummary(run=run, steps=total, resumed_from=start, seconds=time.perf_counter() - t_start,
                         windows=len(windows), last=last)
+
+
+def _checked_shde_steps(model_cfg: HandDiffuseConfig, opts: TrainOptions, ranks: _Ranks) -> int:
+    """The SHDe steps the run takes (none for a model without SHDe), once the options are sound."""
+    for name in ("shde_steps", "ihde_steps", "batch_size", "checkpoint_every", "log_every"):
+        if getattr(opts, name) < (1 if name not in ("shde_steps", "ihde_steps") else 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(opts, name)}")
+    if opts.batch_size % ranks.world:
+        raise ValueError(f"--batch-size {opts.batch_size} must be a multiple of the {ranks.world} processes")
+    shde_steps = opts.shde_steps if model_cfg.shde else 0
+    if shde_steps + opts.ihde_steps < 1:
+        raise ValueError("nothing to train: --shde-steps and --ihde-steps are both 0")
+    return shde_steps
+
+
+def _checkpoint_to_resume(ckpt_path: Path, run_info: dict, shards: Path, opts: TrainOptions,
+                          device: torch.device) -> dict | None:
+    """The run's checkpoint (None when there is none yet), refused when the run it belongs to was
+    started with another model, SHDe steps, data or training options (``RESUME_OPTIONS``)."""
+    if not ckpt_path.is_file():
+        return None
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise SchemaError(ckpt_path, f"unreadable checkpoint ({type(e).__name__}); delete it to start over") from None
+    if ckpt.get("format") != RUN_FORMAT or ckpt.get("version") != VERSION:
+        raise SchemaError(ckpt_path, "not a checkpoint of this version; delete the run folder to start over")
+    if ckpt["model_config"] != run_info["model"]:
+        raise SchemaError(ckpt_path, "the run was started with another model configuration; use a new --run")
+    if ckpt["shde_steps"] != run_info["shde_steps"]:
+        raise SchemaError(ckpt_path, f"the run was started with --shde-steps {ckpt['shde_steps']}; keep it")
+    if ckpt["data_hash"] != run_info["data_hash"]:
+        raise SchemaError(ckpt_path, f"the run was started on other data than {shards}'s train split; use a new --run")
+    for name, old in ckpt.get("train", {}).items():  # checkpoints of before they kept them: not checked
+        if old != getattr(opts, name):
+            raise SchemaError(ckpt_path, f"the run was started with --{name.replace('_', '-')} {old}, not "
+                                         f"{getattr(opts, name)}: resume it with the same option, or use a new --run")
+    return ckpt
+
+
+def _enter_phase(model: HandDiffuse, phase: str, saved: dict | None, ranks: _Ranks, device: torch.device,
+                 opts: TrainOptions) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """Step 1: the phase's denoiser in training mode (SHDe frozen from the IHDe phase on), wrapped
+    for DDP over several processes, and its optimiser, with the ``saved`` state of a checkpoint
+    taken in this phase."""
+    module = model.shde if phase == "shde" else model.ihde
+    if phase == "ihde" and model.shde is not None:
+        model.shde.requires_grad_(False).eval()
+    module.train()
+    net = module
+    if ranks.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    if saved is not None and saved["phase"] == phase:
+        optimizer.load_state_dict(saved["state"])
+    return net, optimizer
+
+
+def _phase_losses(model: HandDiffuse, net: torch.nn.Module, phase: str, enc, g: torch.Generator, batch_size: int,
+                  ranks: _Ranks, device: torch.device):
+    """Step 4: t ~ U{0 ... T - 1} and the noise, drawn with ``g`` for the whole batch and then
+    this rank's share (any number of ranks sees the same numbers), and the phase's losses."""
+    per_rank = batch_size // ranks.world
+    T, B, mine = model.schedule.steps, batch_size, slice(ranks.rank * per_rank, (ranks.rank + 1) * per_rank)
+    if phase == "shde":
+        hands = slice(2 * mine.start, 2 * mine.stop)  # both hands of each of this rank's windows
+        t = torch.randint(T, (2 * B,), generator=g)[hands]
+        noise = torch.randn((2 * B,) + enc.hands.shape[2:], generator=g)[hands]
+        return model.shde_losses(enc, t.to(device), noise.to(device), net=net)
+    t = torch.randint(T, (B,), generator=g)[mine]
+    noise = torch.randn((B,) + enc.x.shape[1:], generator=g)[mine]
+    cond_noise = torch.randn((B, enc.x.shape[1], enc.hands.shape[1] * enc.hands.shape[-1]), generator=g)[mine]
+    return model.ihde_losses(enc, t.to(device), noise.to(device), cond_noise.to(device), net=net)
+
+
+def _write_log_line(log_file, row: dict, path: Path) -> None:
+    """One loss.jsonl line, flushed (a killed run keeps what it logged); a failed write said as one line."""
+    try:
+        log_file.write(json.dumps(row) + "\n")
+        log_file.flush()
+    except OSError as e:
+        raise cannot_write(path, e) from None

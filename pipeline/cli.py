@@ -1,7 +1,8 @@
-"""``handdiffuse``: one subcommand per stage, each a thin shell over a stage function.
+"""``handdiffuse``: one subcommand per stage, each a thin shell over a stage function; a
+subcommand's help is its class docstring and its options' field docstrings.
 
-Exit codes: 0 done; 1 bad input or failed validation (one line per cause, naming the
-file); 2 bad command line.
+Exit codes (``data_schemas.errors``): 0 done; 1 bad input or failed validation (one line per
+cause, naming the file); 2 bad command line.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from pipeline.report import ReportCommand
 from pipeline.stats import StatsCommand
 from capture.studio.build import StudioConfig
 from data_schemas import SchemaError, __version__
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 from pipeline.log import LOG, log_config, setup_logging
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
 
 @dataclasses.dataclass
@@ -216,36 +216,16 @@ class Queue(QueueConfig):
         return EXIT_OK
 
 
-# Every stage in pipeline order; `validate` works on the files any of them write.
-STAGES = {
-    "studio": "Build a synthetic capture session (camera dome, board and hand videos, ground truth).",
-    "calibrate": "Calibrate every camera from the ChArUco board videos -> calibration/calibration.toml.",
-    "detect": "Detect 2D hand keypoints in every camera of every sequence -> keypoints2d.h5.",
-    "triangulate": "Triangulate 3D joints from the 2D keypoints -> joints3d.h5.",
-    "fit": "Fit both hands' MANO parameters to the joints and keypoints -> mano.h5.",
-    "queue": "Queue the frames whose fit failed for manual 2D annotation -> annotation/queue.jsonl.",
-    "annotate": "Start Label Studio and import the queued frames as pre-annotated tasks.",
-    "annotate-stop": "Stop the session's Label Studio server.",
-    "merge": "Pull finished annotations, merge them, and triangulate and fit their frames again.",
-    "annotation-status": "Print queued / in Label Studio / annotated / merged counts.",
-    "export": "Export fitted sequences as HDF5 shards with a manifest.",
-    "stats": "Compute dataset statistics over exported shards.",
-    "import": "Import public two-hand data (InterHand2.6M, ARCTIC) as shards.",
-    "train": "Train the HandDiffuse generator on exported shards.",
-    "sample": "Sample two-hand motion from a trained generator.",
-    "evaluate": "Evaluate generators (FID, Diversity, penetration).",
-    "report": "Write the session report (report/index.html).",
+# Every stage in pipeline order (each one's help is its class docstring); `validate` and
+# `mano-convert` work beside them, on the files any of them write and on MANO's own files.
+STAGES: dict[str, type] = {
+    "studio": Studio, "calibrate": Calibrate, "detect": Detect, "triangulate": Triangulate, "fit": Fit,
+    "queue": Queue, "annotate": AnnotateCommand, "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
+    "annotation-status": AnnotationStatusCommand, "export": ExportCommand, "stats": StatsCommand,
+    "import": ImportCommand, "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
+    "report": ReportCommand,
 }
-IMPLEMENTED: dict[str, type] = {"studio": Studio, "calibrate": Calibrate, "detect": Detect,
-                                 "triangulate": Triangulate, "fit": Fit, "queue": Queue, "annotate": AnnotateCommand,
-                                 "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
-                                 "annotation-status": AnnotationStatusCommand, "export": ExportCommand,
-                                 "stats": StatsCommand, "import": ImportCommand,
-                                 "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
-                                 "report": ReportCommand}
-_COMMANDS: dict[str, type] = {name: IMPLEMENTED[name] for name in STAGES}
-_COMMANDS["validate"] = Validate
-_COMMANDS["mano-convert"] = ManoConvert
+_COMMANDS: dict[str, type] = {**STAGES, "validate": Validate, "mano-convert": ManoConvert}
 
 
 def _command_name(cfg: object) -> str:

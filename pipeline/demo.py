@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from data_schemas.errors import EXIT_OK
 from data_schemas.validate import validate_path
 from pipeline.log import LOG, log_config, setup_logging
 
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
           f"SESSION={cfg.session}`")
     print(f"Generator: {cfg.run_dir} (samples in {cfg.run_dir / 'samples'}), evaluation tables in "
           f"{cfg.run_dir.parent / 'evaluation' / 'tables.md'}; all configurations: `make eval-demo`")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

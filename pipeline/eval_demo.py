@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = tyro.cli(EvalDemoConfig, args=argv, prog="python -m pipeline.eval_demo")
     log_config("eval-demo", cfg)
-    from data_schemas.errors import SchemaError
+    from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
     from generation.evaluate import EvaluateOptions, evaluate
     from generation.model import PRESETS
     from generation.train import TrainOptions, train
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             evaluator_steps=cfg.evaluator_steps, real_stride=1, device=cfg.device))
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print((root / "evaluation" / "tables.md").read_text(encoding="utf-8"))
     print(f"eval-demo: {len(runs)} runs trained and evaluated on {summary['real_windows']} held-out windows in "
           f"{time.perf_counter() - t0:.0f} s -> {root / 'evaluation' / 'tables.md'}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

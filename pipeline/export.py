@@ -41,7 +41,7 @@ import tyro
 
 from data_schemas.dataset import (MB, AppendSummary, DatasetOptions, append_to_dataset, hash_arrays,
                                   known_fingerprints, open_manifest)
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d
 from data_schemas.lock import writing
@@ -53,7 +53,6 @@ __all__ = ["ExportOptions", "ExportSummary", "ExportCommand", "export_sessions"]
 
 # Bump when the export computes a sequence differently (joints, flags): every fingerprint changes.
 EXPORT_VERSION = 1
-_EXIT_OK, _EXIT_BAD_INPUT, _EXIT_USAGE = 0, 1, 2  # pipeline.cli's exit codes
 LOG = logging.getLogger("handdiffuse")
 
 
@@ -228,13 +227,13 @@ class ExportCommand(ExportOptions):
 
         if not self.sessions:
             print("error: export needs at least one SESSION", file=sys.stderr)
-            return _EXIT_USAGE
+            return EXIT_USAGE
         out = self.out or Path(self.sessions[0]) / "export"
         try:
             s = export_sessions(self.sessions, out, self)
         except SchemaError as e:
             print(f"error: {e}", file=sys.stderr)
-            return _EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         if s.without_mano:
             LOG.info("export: without mano.h5 (run `handdiffuse fit`): %s", ", ".join(s.without_mano))
         tail = (f"{len(s.skipped_up_to_date)} up to date, {len(s.without_mano)} without mano.h5; dataset "
@@ -246,4 +245,4 @@ class ExportCommand(ExportOptions):
                   f"shards, {s.bytes_written / MB:.1f} MB at {s.mb_per_s:.1f} MB/s, {len(s.stale)} re-exported "
                   f"(old copies left unreferenced), {tail}")
         LOG.info("export: done in %.1f s", s.seconds)
-        return _EXIT_OK
+        return EXIT_OK

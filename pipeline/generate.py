@@ -32,12 +32,14 @@ from typing import Literal, Optional
 import numpy as np
 
 from data_schemas.atomic import atomic_write_text
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_OK, EXIT_USAGE, SchemaError
+from generation.denoiser import Size
 from generation.evaluate import EvaluateOptions
+from generation.model import Preset
 from generation.train import RUN_JSON, TrainOptions
 
 CONTROLS = ("none", "inbetween", "trajectory", "keypoints2d")
-EXIT_OK, EXIT_USAGE = 0, 2
+ControlName = Literal[CONTROLS]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -49,9 +51,9 @@ class TrainCommand(TrainOptions):
     """Dataset folder (shards + manifest.parquet) of `handdiffuse export` or `handdiffuse import`."""
     run: Path = Path("runs/handdiffuse")
     """Run folder."""
-    preset: Literal["handdiffuse", "global-rep", "no-shde", "no-potential", "no-shape", "mdm"] = "handdiffuse"
+    preset: Preset = "handdiffuse"
     """Model: the complete HandDiffuse, an ablation of the paper's Table 3, or the MDM-style baseline."""
-    size: Optional[Literal["paper", "cpu", "tiny"]] = None
+    size: Optional[Size] = None
     """Denoiser size (default the preset's: paper)."""
     window: Optional[int] = None
     """Frames per training window and sample (default 200)."""
@@ -88,7 +90,7 @@ class SampleCommand:
 
     run: Path = Path("runs/handdiffuse")
     """Run folder with model.pt."""
-    control: Literal["none", "inbetween", "trajectory", "keypoints2d"] = "none"
+    control: ControlName = "none"
     """none; inbetween (first and last --keyframes frames of a reference given); trajectory (both
     wrists' rotation and position of a reference given); keypoints2d (a reference's joints seen
     by one camera given as 2D keypoints)."""
@@ -206,8 +208,8 @@ def sample_run(cmd: SampleCommand) -> dict:
         else:
             camera, seen_by = _camera(cmd, ref)
             camera = controls.PinholeCamera(*(x.to(device) for x in (camera.K, camera.R, camera.t)))
-            control = controls.Keypoints2D(model, model.rep.frame(ref.joints), camera,
-                                           camera.project(ref.joints), strength=cmd.strength)
+            control = controls.Keypoints2DGuidance(model, model.rep.frame(ref.joints), camera,
+                                                   camera.project(ref.joints), strength=cmd.strength)
             sources = [f"{s} seen by {seen_by}" for s in sources]
 
     t0 = time.perf_counter()

@@ -70,14 +70,13 @@ import numpy as np
 import tyro
 
 from data_schemas.dataset import AppendSummary, append_to_dataset
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
 from data_schemas.keypoints import HAND_JOINT_NAMES, HANDS, N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.mano import N_BETAS, N_POSE
 from data_schemas.shard import ShardSequence
 from pipeline.export import ExportOptions
 from hand_model.posing import hand_model_for, pose_hands
 
-_EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
 DEFAULT_FPS = 30.0
 
 # ---- InterHand2.6M ---------------------------------------------------------------------
@@ -471,9 +470,9 @@ class ImportCommand(ExportOptions):
             s = import_dataset(self.dataset, self.src, self.out, self, self.fps)
         except SchemaError as e:
             print(f"error: {e}", file=sys.stderr)
-            return _EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         print(f"imported {self.dataset} {self.src} -> {self.out}: {len(s.written)} sequences, {s.frames} frames "
               f"written, {len(s.skipped_up_to_date)} up to date, {len(s.stale)} re-imported; dataset "
               f"{s.dataset_sequences} sequences, {s.dataset_frames} frames; {s.seconds:.1f} s")
         LOG.info("import: done in %.1f s", s.seconds)
-        return _EXIT_OK
+        return EXIT_OK

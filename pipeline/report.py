@@ -40,7 +40,7 @@ import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.calibration import read_calibration
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import HANDS, N_HAND_JOINTS
 from data_schemas.keypoints2d import read_keypoints2d
@@ -55,7 +55,6 @@ from hand_model.draw import HAND_COLORS, Viewpoint, draw_mesh, draw_skeleton
 NEUTRAL = "#5a5a5a"  # bars that are about no hand in particular
 INDEX = "index.html"
 RUNS_NOTE = "no generator runs yet"
-_EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
 
 
 @dataclass
@@ -581,11 +580,11 @@ class ReportCommand(ReportOptions):
             r = write_report(self.session, self.out, self)
         except SchemaError as e:
             print(f"error: {e}", file=sys.stderr)
-            return _EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         done = [t for t, present in r.sections.items() if present]
         todo = [t for t, present in r.sections.items() if not present]
         print(f"report {r.path}: {len(done)} of {len(r.sections)} sections ({', '.join(done) or 'none'}), "
               f"{len(r.images)} images, {r.seconds:.1f} s" + (f"; not run yet: {', '.join(todo)}" if todo else ""))
         print(f"open it: xdg-open {r.path}   (or file://{r.path.resolve()} in a browser)")
         LOG.info("report: done in %.1f s", r.seconds)
-        return _EXIT_OK
+        return EXIT_OK

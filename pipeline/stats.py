@@ -42,7 +42,7 @@ import numpy as np
 import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.lock import writing
 from data_schemas.manifest import MANIFEST_NAME, read_manifest, shard_path as shard_file
@@ -60,7 +60,6 @@ NO_CATEGORY = "(none)"
 BINS = 20
 PAPER_MEAN_SHORTEST_CM, PAPER_CONTACT_RATIO = 3.61, 0.573  # the paper's dataset, for comparison
 MIN_TSNE_FRAMES = 5  # distinct poses: t-SNE needs perplexity < points; fewer says nothing anyway
-_EXIT_OK, _EXIT_BAD_INPUT = 0, 1  # pipeline.cli's exit codes
 
 
 @dataclass
@@ -422,11 +421,11 @@ class StatsCommand(StatsOptions):
             s = write_stats(root, out, self)
         except SchemaError as e:
             print(f"error: {e}", file=sys.stderr)
-            return _EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         cm = s["mean_shortest_joint_distance_cm"]
         print(f"stats {root}: {s['sequences']} sequences, {s['frames']} frames ({s['frames_both_hands_valid']} "
               f"with both hands valid); mean shortest joint distance "
               f"{'n/a' if cm is None else f'{cm:.2f} cm'}; contacting frames {_percent(s['contact_ratio'])} "
               f"(< {1000 * self.contact_threshold:g} mm) -> {out / STATS_JSON}")
         LOG.info("stats: done in %.1f s", s["seconds"])
-        return _EXIT_OK
+        return EXIT_OK

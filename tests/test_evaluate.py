@@ -78,7 +78,7 @@ def test_a_given_feature_extractor_of_other_data_is_refused_not_overwritten(setu
     other = tmp_path / "other"
     append_to_dataset(other, [posed_sequence(f"o.s{i}", 40, seed=40 + i) for i in range(3)],
                       DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
-    from generation.evaluator import EvaluatorConfig, train_evaluator
+    from generation.motion_features import EvaluatorConfig, train_evaluator
     train_evaluator(other, tmp_path / "ev.pt", EvaluatorConfig(window=WINDOW, steps=2, width=32, feedforward=64))
     stamp = (tmp_path / "ev.pt").stat().st_mtime_ns
     with pytest.raises(SchemaError, match="ev.pt: trained on other data"):

@@ -10,7 +10,7 @@ import torch
 from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.errors import SchemaError
 from hand_model.model import HandModel
-from generation.controls import InBetween, Keypoints2D, PinholeCamera, Reference, Trajectory
+from generation.controls import InBetween, Keypoints2DGuidance, PinholeCamera, Reference, Trajectory
 from generation.data import WindowDataset
 from generation.model import PRESETS, HandDiffuse, HandDiffuseConfig
 from generation.sample import sample
@@ -162,9 +162,11 @@ def test_keypoint_guidance_matches_the_projection(shards, reference):
     targets = cam.project(reference.joints)
     visible = torch.ones(targets.shape[:-1], dtype=torch.bool)
     visible[:, :, 30:] = False
-    guided = sample(model, 2, steps=10, seed=0, control=Keypoints2D(model, frame, cam, targets, visible))
-    half = sample(model, 2, steps=10, seed=0, control=Keypoints2D(model, frame, cam, targets, visible, strength=0.3))
-    free = sample(model, 2, steps=10, seed=0, control=Keypoints2D(model, frame, cam, targets, visible, strength=0))
+    guided = sample(model, 2, steps=10, seed=0, control=Keypoints2DGuidance(model, frame, cam, targets, visible))
+    half = sample(model, 2, steps=10, seed=0,
+                  control=Keypoints2DGuidance(model, frame, cam, targets, visible, strength=0.3))
+    free = sample(model, 2, steps=10, seed=0,
+                  control=Keypoints2DGuidance(model, frame, cam, targets, visible, strength=0))
     err = {k: (cam.project(m.joints) - targets).norm(dim=-1) for k, m in (("guided", guided), ("half", half),
                                                                         ("free", free))}
     assert err["guided"][visible].max() < 0.05  # px

@@ -8,8 +8,8 @@ import pytest
 import torch
 import trimesh
 
-from capture.studio.motion import (FAMILIES, FOREARM_MIN_GAP, HandMotion, forearm_directions, forearm_gap, make_motion,
-                                   pose_motion)
+from capture.studio.motion import FAMILIES, HandMotion, make_motion, pose_motion
+from capture.studio.motion.forearm import FOREARM_MIN_GAP, forearm_directions, forearm_gap
 from hand_model.contact import HandContact, hand_contact, inside_mesh, mesh_topology, signed_distance
 from hand_model.model import HandModel
 

@@ -24,7 +24,9 @@ PALM_NORMAL = np.array([0.0, -1.0, 0.0])  # both hands' palms face -y in their m
 OTHER = {0: (OBJECT_RIGHT, OBJECT_RIGHT_ARM), 1: (OBJECT_LEFT, OBJECT_LEFT_ARM)}
 
 
-class Motion(Protocol):
+class HandParameters(Protocol):
+    """Both hands' hand-model parameters, per frame (``capture.studio.motion.HandMotion``)."""
+
     global_orient: np.ndarray  # (F, 2, 3)
     hand_pose: np.ndarray  # (F, 2, 45)
     betas: np.ndarray  # (2, 10)
@@ -42,7 +44,7 @@ class PosedScene:
     look: Look
 
 
-def pose_scene(model, motion: Motion, rng: np.random.Generator, batch: int = 256) -> PosedScene:
+def pose_scene(model, motion: HandParameters, rng: np.random.Generator, batch: int = 256) -> PosedScene:
     """Run the hand model over the motion and attach forearms; one look drawn from ``rng``."""
     F = motion.global_orient.shape[0]
     betas = torch.as_tensor(np.asarray(motion.betas), dtype=torch.float32)

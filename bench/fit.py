@@ -16,7 +16,7 @@ frames (mm), fit speed (fit + quality, frames/s, this process's threads), and ho
 failure rule finds the broken frames: recall (broken frames flagged) and precision
 (flagged frames that were broken).
 
-    .venv/bin/python bench/fitting.py [--frames 150] [--broken 0.08]
+    .venv/bin/python -m bench.fit [--frames 150] [--broken 0.08]
 
 Last line: ``fitting frames=<n> frames_per_s=<r> mpjpe_mm=<e> failed_recall=<r1> failed_precision=<p>
 fit_frames_per_s=<f> quality_frames_per_s=<q>``: frames_per_s counts fit + quality together,
@@ -28,24 +28,18 @@ alone (``measure``, whose exact mesh penetration test is most of it)
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-# `python bench/fitting.py` puts bench/ first on sys.path, where this file would shadow the
-# `fitting` package: look past it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from capture.studio.motion import FAMILIES, make_motion  # noqa: E402
-from capture.studio.rig import FULL, make_rig  # noqa: E402
-from data_schemas.keypoints import N_HAND_JOINTS  # noqa: E402
-from fitting.fit import FitInputs, FitOptions, fit_sequence  # noqa: E402
-from hand_model.model import HandModel  # noqa: E402
-from fitting.quality import QualityRule, measure  # noqa: E402
-from fitting.triangulate import triangulate  # noqa: E402
+from capture.studio.motion import FAMILIES, make_motion
+from capture.studio.rig import FULL, make_rig
+from data_schemas.keypoints import N_HAND_JOINTS
+from fitting.fit import FitInputs, FitOptions, fit_sequence
+from hand_model.model import HandModel
+from fitting.quality import QualityRule, measure
+from fitting.triangulate import triangulate
 
 BREAKS = ("swap", "outliers", "missing")
 

@@ -1,6 +1,6 @@
 """Generator speed on this machine: one 200-frame two-hand sample at DDIM-50, and training steps.
 
-    python bench/generation.py [--size cpu] [--frames 200] [--ddim-steps 50] [--batch-size 16]
+    .venv/bin/python -m bench.generator [--size cpu] [--frames 200] [--ddim-steps 50] [--batch-size 16]
 
 Prints, per denoiser size (the CLI's ``--size``; the target is for "cpu")::
 
@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from generation.model import PRESETS, HandDiffuse  # noqa: E402
-from generation.representation import HAND_DIM  # noqa: E402
-from generation.sample import sample  # noqa: E402
+from generation.model import PRESETS, HandDiffuse
+from generation.representation import HAND_DIM
+from generation.sample import sample
 
 
 def _timed_sample(model: HandDiffuse, frames: int, steps: int) -> float:

@@ -11,7 +11,7 @@ import torch
 from data_schemas import SchemaError
 from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.manifest import read_manifest
-from generation.evaluator import (EvaluatorConfig, load_evaluator, train_evaluator,
+from generation.motion_features import (EvaluatorConfig, load_evaluator, train_evaluator,
                                   training_data_hash)
 from tests.factories import make_sequence
 
