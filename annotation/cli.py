@@ -20,9 +20,9 @@ from pathlib import Path
 import tyro
 
 from annotation.server import PASSWORD_ENV, SECRETS, START_TIMEOUT_S
+from data_schemas.errors import EXIT_OK
 
 LOG = logging.getLogger("handdiffuse")
-EXIT_OK = 0
 
 
 @dataclasses.dataclass

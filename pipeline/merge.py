@@ -35,7 +35,7 @@ import tyro
 
 from annotation.merge import annotated_views, merge_views, pending, pull_export, read_export, record_merges
 from annotation.records import MERGED
-from data_schemas.errors import SchemaError
+from data_schemas.errors import EXIT_OK, SchemaError
 from data_schemas.keypoints2d import read_keypoints2d
 from data_schemas.lock import writing, writing_all
 from data_schemas.mano import read_mano
@@ -45,7 +45,6 @@ from fitting.fit_stage import FitConfig, fit_session
 from fitting.quality import QualityRule
 from fitting.triangulate_stage import TriangulateConfig, TriangulateOptions, triangulate_session
 
-_EXIT_OK = 0  # pipeline.cli's
 
 
 @dataclass
@@ -176,7 +175,7 @@ class MergeCommand(MergeConfig):
             print(f"  refit {r.sequence}: {len(r.frames)} frames ({r.window_frames} with context); manual points "
                   f"to the fit {_px(r.manual_px_before)} -> {_px(r.manual_px_after)} px; frames flagged "
                   f"{r.failed_before} -> {r.failed_after}")
-        return _EXIT_OK
+        return EXIT_OK
 
 
 def _px(v: float) -> str:
