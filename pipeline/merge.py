@@ -46,7 +46,6 @@ from fitting.quality import QualityRule
 from fitting.triangulate_stage import TriangulateConfig, TriangulateOptions, triangulate_session
 
 
-
 @dataclass
 class MergeConfig:
     """Merge finished Label Studio annotations into keypoints2d_manual.h5, then triangulate and fit
