@@ -61,6 +61,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from data_schemas import camera_model
 from data_schemas.calibration import CameraRig
 from data_schemas.joints3d import MIN_CAMERAS
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
@@ -223,7 +224,7 @@ class Triangulation:
     method: str  # the method that ran: "irls", "ransac" or "dlt"
 
 
-# --- 1. undistortion (OpenCV's lens model, as data_schemas.calibration.Camera), reprojection -----
+# --- 1. undistortion (data_schemas.camera_model's numpy form), reprojection ------------------------
 
 def undistort(cams: CameraArrays, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distorted px (C, N) each -> x, y (C, N) normalized undistorted coordinates, float64.
@@ -232,26 +233,8 @@ def undistort(cams: CameraArrays, px: np.ndarray, py: np.ndarray) -> tuple[np.nd
     until a step is under ``UNDISTORT_TOL`` (2-3 steps near the image centre): detections are
     float32 in keypoints2d.h5 (~2e-4 px at 4K), and float32 here adds about as much."""
     f32 = np.float32
-    x0 = (px.astype(f32, copy=False) - cams.cx.astype(f32)) / cams.fx.astype(f32)  # (C, N)
-    y0 = (py.astype(f32, copy=False) - cams.cy.astype(f32)) / cams.fy.astype(f32)
-    x, y = x0, y0
-    if np.any(cams.dist):
-        k1, k2, p1, p2, k3, k4, k5, k6 = (cams.dist[:, i:i + 1].astype(f32) for i in range(8))  # (C, 1)
-        p1x2, p2x2 = 2 * p1, 2 * p2
-        has_k3, rational = bool(np.any(k3)), bool(np.any(cams.dist[:, 5:]))
-        for _ in range(UNDISTORT_MAX_ITERATIONS):
-            xx, yy, xy = x * x, y * y, x * y
-            r2 = xx + yy
-            radial = k1 + r2 * (k2 + r2 * k3) if has_k3 else k1 + r2 * k2
-            icdist = 1 / (1 + r2 * radial)
-            if rational:
-                icdist *= 1 + r2 * (k4 + r2 * (k5 + r2 * k6))
-            xn = (x0 - p1x2 * xy - p2 * (r2 + 2 * xx)) * icdist
-            yn = (y0 - p2x2 * xy - p1 * (r2 + 2 * yy)) * icdist
-            step = max(np.abs(xn - x).max(initial=0.0), np.abs(yn - y).max(initial=0.0))
-            x, y = xn, yn
-            if not step > UNDISTORT_TOL:  # also stops on NaN
-                break
+    x, y = camera_model.undistort(px.astype(f32, copy=False), py.astype(f32, copy=False), cams.fx, cams.fy, cams.cx,
+                                  cams.cy, cams.dist[:, None, :], UNDISTORT_MAX_ITERATIONS, UNDISTORT_TOL)
     return x.astype(np.float64), y.astype(np.float64)
 
 
