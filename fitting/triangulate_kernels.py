@@ -1,7 +1,8 @@
 """The steps of ``fitting.triangulate``, compiled: numba kernels on its (C, points) arrays.
 
-Each kernel computes what the numpy function named in its docstring computes, but goes over the
-data once where numpy makes a dozen passes over (C, points) arrays per step. Symbols as there.
+Each kernel computes what the numpy function named in its docstring computes (in
+``fitting/triangulate_numpy.py``, the reference: its tested twin), but goes over the data once
+where numpy makes a dozen passes over (C, points) arrays per step. Symbols as there.
 
 Layout: the points are taken in chunks of ``CHUNK``; ``prange`` hands the chunks to numba's
 threads (``NUMBA_NUM_THREADS``: the cores). In a chunk the cameras are the outer loop and the
