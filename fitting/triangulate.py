@@ -242,6 +242,21 @@ def msac_cost(obs: Observations, e2: np.ndarray, t2: float) -> np.ndarray:
     return (obs.score * np.fmin(e2, t2)).sum(axis=0)  # fmin: NaN (no point) counts as t^2
 
 
+def rescue(cams: CameraArrays, obs: Observations, fit: PointFit, weak: np.ndarray, ransac: Callable[..., PointFit],
+           inlier_px: float) -> PointFit:
+    """IRLS's step 2b: RANSAC (``ransac``: the numpy function or the kernels') on the points ``weak``
+    (n,), where IRLS's start broke down; its answer replaces ``fit``'s where its MSAC cost is lower."""
+    if weak.size:
+        sub = obs[weak]
+        alt = ransac(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
+        t2 = inlier_px ** 2
+        better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
+        w = weak[better]
+        fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
+            alt.error2[:, better]
+    return fit
+
+
 def exchange_hands(obs: Observations, swapped: np.ndarray) -> Observations:
     """``obs`` with the hands' 21-point blocks exchanged in the views ``swapped`` (F, C), in place."""
     C, N = obs.score.shape
@@ -312,14 +327,7 @@ def triangulate_irls_compiled(cams: CameraArrays, obs: Observations, inlier_px: 
                    points=fit.points, error2=fit.error2, inliers=fit.inliers, n_valid=n_valid, n_inliers=n_inliers)
     # 2b. RANSAC where the start broke down
     weak = np.flatnonzero((n_valid >= MIN_CAMERAS) & (np.isnan(fit.points[:, 0]) | (2 * n_inliers < n_valid)))
-    if weak.size:
-        sub = obs[weak]
-        alt = triangulate_ransac_compiled(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
-        better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
-        w = weak[better]
-        fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
-            alt.error2[:, better]
-    return fit
+    return rescue(cams, obs, fit, weak, triangulate_ransac_compiled, inlier_px)
 
 
 def triangulate_ransac_compiled(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
@@ -339,16 +347,6 @@ def triangulate_ransac_compiled(cams: CameraArrays, obs: Observations, inlier_px
         dlt = triangulate_dlt_compiled(cams, obs[fallback])
         fit.points[fallback], fit.inliers[:, fallback], fit.error2[:, fallback] = dlt.points, dlt.inliers, dlt.error2
     return fit
-
-
-def run_method_compiled(cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
-                        start: np.ndarray | None = None) -> PointFit:
-    """``run_method``."""
-    if method == "dlt":
-        return triangulate_dlt_compiled(cams, obs)
-    if method == "ransac":
-        return triangulate_ransac_compiled(cams, obs, inlier_px)
-    return triangulate_irls_compiled(cams, obs, inlier_px, start=start)
 
 
 def find_swaps_compiled(cams: CameraArrays, obs: Observations, fit: PointFit,
@@ -376,14 +374,25 @@ class Engine:
     """How the steps run: the numpy functions (the reference) or the compiled kernels."""
 
     observations: Callable[[CameraArrays, np.ndarray, float], Observations]  # 1.
-    run_method: Callable[..., PointFit]  # 2.
+    dlt: Callable[[CameraArrays, Observations], PointFit]  # 2., the methods
+    irls: Callable[..., PointFit]  # (cams, obs, inlier_px, start=...)
+    ransac: Callable[[CameraArrays, Observations, float], PointFit]
     find_swaps: Callable[[CameraArrays, Observations, PointFit, float], np.ndarray]  # 3.
     inlier_summary: Callable[[PointFit], tuple[np.ndarray, np.ndarray]]  # 4.
     block_frames: int  # frames per block
 
+    def run_method(self, cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
+                   start: np.ndarray | None = None) -> PointFit:
+        """``method`` ("dlt", "irls" or "ransac") on N points; IRLS may start from ``start``."""
+        if method == "dlt":
+            return self.dlt(cams, obs)
+        if method == "ransac":
+            return self.ransac(cams, obs, inlier_px)
+        return self.irls(cams, obs, inlier_px, start=start)
 
-COMPILED = Engine(observations_compiled, run_method_compiled, find_swaps_compiled, inlier_summary_compiled,
-                  COMPILED_BLOCK_FRAMES)
+
+COMPILED = Engine(observations_compiled, triangulate_dlt_compiled, triangulate_irls_compiled,
+                  triangulate_ransac_compiled, find_swaps_compiled, inlier_summary_compiled, COMPILED_BLOCK_FRAMES)
 
 
 def triangulate(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust", inlier_px: float = INLIER_PX,

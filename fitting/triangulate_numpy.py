@@ -16,9 +16,9 @@ from data_schemas import camera_model
 from data_schemas.joints3d import MIN_CAMERAS
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from fitting.triangulate import (
-    BLOCK_FRAMES, INLIER_PX, IRLS_ITERATIONS, N_PAIRS, RANSAC_REFITS, RESCUE_PAIRS, SWAP_MIN_POINTS,
+    BLOCK_FRAMES, INLIER_PX, IRLS_ITERATIONS, N_PAIRS, RANSAC_REFITS, SWAP_MIN_POINTS,
     UNDISTORT_MAX_ITERATIONS, UNDISTORT_TOL, CameraArrays, Engine, Observations, PointFit, camera_order, msac_cost,
-    pairs_per_point,
+    pairs_per_point, rescue,
 )
 
 
@@ -214,14 +214,7 @@ def triangulate_irls(cams: CameraArrays, obs: Observations, inlier_px: float = I
     # 2b. RANSAC where the start broke down
     n_valid = valid.sum(axis=0)
     weak = np.flatnonzero((n_valid >= MIN_CAMERAS) & (lost | (2 * fit.inliers.sum(axis=0) < n_valid)))
-    if weak.size:
-        sub = obs[weak]
-        alt = triangulate_ransac(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
-        better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
-        w = weak[better]
-        fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
-            alt.error2[:, better]
-    return fit
+    return rescue(cams, obs, fit, weak, triangulate_ransac, inlier_px)
 
 
 def triangulate_ransac(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
@@ -261,16 +254,6 @@ def triangulate_ransac(cams: CameraArrays, obs: Observations, inlier_px: float =
         dlt = triangulate_dlt(cams, obs[fallback])
         fit.points[fallback], fit.inliers[:, fallback], fit.error2[:, fallback] = dlt.points, dlt.inliers, dlt.error2
     return fit
-
-
-def run_method(cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
-               start: np.ndarray | None = None) -> PointFit:
-    """``method`` ("dlt", "irls" or "ransac") on N points; IRLS may start from ``start``."""
-    if method == "dlt":
-        return triangulate_dlt(cams, obs)
-    if method == "ransac":
-        return triangulate_ransac(cams, obs, inlier_px)
-    return triangulate_irls(cams, obs, inlier_px, start=start)
 
 
 # --- 3. left/right swaps -------------------------------------------------------------------------
@@ -326,4 +309,5 @@ def inlier_summary(fit: PointFit) -> tuple[np.ndarray, np.ndarray]:
     return np.where(few, np.nan, d.sum(axis=0) / np.maximum(n, 1)), np.where(few, 0, n)
 
 
-ENGINE = Engine(observations, run_method, find_swaps, inlier_summary, BLOCK_FRAMES)
+ENGINE = Engine(observations, triangulate_dlt, triangulate_irls, triangulate_ransac, find_swaps, inlier_summary,
+                BLOCK_FRAMES)

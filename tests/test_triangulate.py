@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 
 import numpy as np
@@ -244,8 +245,7 @@ def test_compiled_blocks_equal_one_block():
     rig = make_rig(8, seed=1)
     kp = messy_keypoints(rig, 20, 6)
     whole = triangulate(rig, kp)
-    engine = tri.Engine(tri.observations_compiled, tri.run_method_compiled, tri.find_swaps_compiled,
-                        tri.inlier_summary_compiled, block_frames=3)
+    engine = dataclasses.replace(tri.COMPILED, block_frames=3)
     blocks = tri.triangulate_with(engine, rig, kp)
     np.testing.assert_allclose(blocks.joints, whole.joints, rtol=0, atol=1e-9)
     assert (blocks.inliers == whole.inliers).all() and (blocks.swapped == whole.swapped).all()
