@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from data_schemas.calibration import CameraRig
-from data_schemas.camera_model import rodrigues_to_matrix_torch, to_pixels_torch
+from data_schemas.camera_model import matrix_to_rodrigues, rodrigues_to_matrix_torch, to_pixels_torch
 from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
 from hand_model.joints_layer import JointsLayer
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
@@ -230,8 +230,6 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
     """Shaped flat hands (2, 21, 3) + (F, 42, 3) joints -> global_orient (F, 2, 3), transl (F, 2, 3),
     and which (frame, hand) had a palm to fit (F, 2). The root rotates about the wrist J0:
     a rest point x goes to R (x - J0) + J0 + transl."""
-    from scipy.spatial.transform import Rotation
-
     F = len(joints3d)
     J = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
     orient, transl = np.zeros((F, 2, 3)), np.zeros((F, 2, 3))
@@ -243,7 +241,7 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
         src = np.broadcast_to(rest[h, PALM], palm.shape)
         R, t = kabsch(src, np.nan_to_num(palm), ok.astype(float))
         J0 = rest[h, 0]
-        orient[:, h] = Rotation.from_matrix(R).as_rotvec()
+        orient[:, h] = matrix_to_rodrigues(R)
         transl[:, h] = t - J0 + np.einsum("nab,b->na", R, J0)
         # warm start: frames without a palm take the nearest fitted frame's (or the previous chunk's)
         idx = np.nonzero(fitted[:, h])[0]
