@@ -61,14 +61,15 @@ def aniposelib_bundle_adjust(views: list[CameraViews]) -> tuple:
     from aniposelib.cameras import Camera as ACamera
     from aniposelib.cameras import CameraGroup
 
-    from capture.calibration.initialize import calibrate_intrinsics, initial_rig, rotvec
+    from capture.calibration.initialize import calibrate_intrinsics, initial_rig
     from data_schemas.calibration import Camera, CameraRig
+    from data_schemas.camera_model import matrix_to_rodrigues
 
     points = board_corners(BOARD)
     intr = {v.camera: calibrate_intrinsics(v, points) for v in views}
     poses, _, _ = initial_rig([v.camera for v in views], intr)
-    cams = [ACamera(matrix=intr[v.camera].K, dist=intr[v.camera].dist, size=v.size, rvec=rotvec(poses[v.camera].R),
-                    tvec=poses[v.camera].t, name=v.camera) for v in views]
+    cams = [ACamera(matrix=intr[v.camera].K, dist=intr[v.camera].dist, size=v.size,
+                    rvec=matrix_to_rodrigues(poses[v.camera].R), tvec=poses[v.camera].t, name=v.camera) for v in views]
     group = CameraGroup(cams)
     instants = sorted({int(t) for v in views for t in v.instants})
     index = {t: i for i, t in enumerate(instants)}

@@ -1,5 +1,6 @@
-"""The contracts between stages: keypoint order, calibration, 2D keypoints, 3D joints,
-MANO fits, the annotation queue, dataset shards and the session folder.
+"""The contracts between stages: keypoint order, calibration and the camera model it means
+(``camera_model``), 2D keypoints, 3D joints, MANO fits, the annotation queue, dataset shards
+and the session folder.
 
 Imports nothing from the other packages of the system.
 """

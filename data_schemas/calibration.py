@@ -15,8 +15,9 @@ a file from ``CameraGroup.dump`` loads here)::
     ...                           #   per-camera reprojection_error_px / board_views
 
 The camera model is OpenCV's pinhole with radial-tangential (rational) distortion:
-``x_cam = R X + t``; ``(x', y') = x_cam[:2] / z``; distort; ``u = fx x'' + cx``.
-``Camera.project`` equals ``cv2.projectPoints`` (and aniposelib's) to < 1e-6 px.
+``x_cam = R X + t``; ``(x', y') = x_cam[:2] / z``; distort; ``u = fx x'' + cx``, written once
+in ``data_schemas.camera_model`` (numpy, torch and numba forms). ``Camera.project`` equals
+``cv2.projectPoints`` (and aniposelib's) to < 1e-6 px.
 """
 
 from __future__ import annotations
@@ -30,46 +31,12 @@ import numpy as np
 import toml
 
 from data_schemas.atomic import atomic_write_text
+from data_schemas.camera_model import UNDISTORT_ITERATIONS, distort, rodrigues_to_matrix, to_pixels, undistort
 from data_schemas.errors import SchemaError
 
 CAMERA_KEYS = ("name", "size", "matrix", "distortions", "rotation", "translation")
 N_DISTORTIONS = (4, 5, 8)
 _CAM_KEY = re.compile(r"^cam_(\d+)$")
-
-
-def rodrigues_to_matrix(rvec: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation matrix."""
-    r = np.asarray(rvec, dtype=np.float64)
-    theta = np.linalg.norm(r, axis=-1, keepdims=True)  # (..., 1)
-    small = theta < 1e-12
-    k = r / np.where(small, 1.0, theta)  # unit axis (..., 3)
-    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
-    zero = np.zeros_like(kx)
-    K = np.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], axis=-1).reshape(r.shape[:-1] + (3, 3))
-    s = np.sin(theta)[..., None]
-    c = np.cos(theta)[..., None]
-    eye = np.broadcast_to(np.eye(3), K.shape)
-    R = eye + s * K + (1 - c) * (K @ K)
-    return np.where(small[..., None], eye, R)
-
-
-def matrix_to_rodrigues(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (3,) axis-angle."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_rotvec()
-
-
-def distort(xy: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """OpenCV's lens model: (..., 2) normalized undistorted -> distorted coordinates, with
-    ``k`` (8,) or (..., 8) = k1 k2 p1 p2 k3 k4 k5 k6 (one set, or one per point)."""
-    k1, k2, p1, p2, k3, k4, k5, k6 = np.moveaxis(np.asarray(k, dtype=np.float64), -1, 0)
-    x, y = xy[..., 0], xy[..., 1]
-    r2 = x * x + y * y
-    radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
-    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-    return np.stack([xd, yd], axis=-1)
 
 
 @dataclass
@@ -108,44 +75,28 @@ class Camera:
         """(..., 3) world points -> (..., 3) camera coordinates."""
         return np.asarray(points, dtype=np.float64) @ self.R.T + self.translation
 
+    @property
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """fx, fy, cx, cy px."""
+        K = self.matrix
+        return K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+
     def distort(self, xy: np.ndarray) -> np.ndarray:
         """(..., 2) normalized undistorted coordinates -> (..., 2) normalized distorted."""
-        k = np.zeros(8)
-        k[: self.distortions.size] = self.distortions
-        return distort(xy, k)
+        return distort(xy, self.distortions)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(..., 3) world points -> (..., 2) distorted pixel coordinates (OpenCV's model)."""
-        pc = self.to_camera(points)
-        z = pc[..., 2:3]
-        xy = pc[..., :2] / np.where(z == 0, 1.0, z)
-        xd = self.distort(xy)
-        fx, fy, cx, cy = self.matrix[0, 0], self.matrix[1, 1], self.matrix[0, 2], self.matrix[1, 2]
-        return np.stack([fx * xd[..., 0] + cx, fy * xd[..., 1] + cy], axis=-1)
+        return to_pixels(self.to_camera(points), *self.intrinsics, self.distortions)
 
-    def undistort_points(self, pixels: np.ndarray, iterations: int = 20) -> np.ndarray:
+    def undistort_points(self, pixels: np.ndarray, iterations: int = UNDISTORT_ITERATIONS) -> np.ndarray:
         """(..., 2) distorted pixels -> (..., 2) normalized undistorted coordinates.
 
-        Fixed-point inversion of ``distort`` (as cv2.undistortPoints, with more
+        OpenCV's fixed-point inversion of ``distort`` (as cv2.undistortPoints, with more
         iterations: exact to < 1e-9 for the mild distortion of real lenses).
         """
         px = np.asarray(pixels, dtype=np.float64)
-        fx, fy, cx, cy = self.matrix[0, 0], self.matrix[1, 1], self.matrix[0, 2], self.matrix[1, 2]
-        x0 = np.stack([(px[..., 0] - cx) / fx, (px[..., 1] - cy) / fy], axis=-1)
-        if not np.any(self.distortions):
-            return x0
-        k = np.zeros(8)
-        k[: self.distortions.size] = self.distortions
-        k1, k2, p1, p2, k3, k4, k5, k6 = k
-        x = x0.copy()
-        for _ in range(iterations):
-            u, v = x[..., 0], x[..., 1]
-            r2 = u * u + v * v
-            icdist = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
-            dx = 2 * p1 * u * v + p2 * (r2 + 2 * u * u)
-            dy = p1 * (r2 + 2 * v * v) + 2 * p2 * u * v
-            x = np.stack([(x0[..., 0] - dx) * icdist, (x0[..., 1] - dy) * icdist], axis=-1)
-        return x
+        return np.stack(undistort(px[..., 0], px[..., 1], *self.intrinsics, self.distortions, iterations), axis=-1)
 
     def validate(self, source: str | Path) -> None:
         where = f"camera '{self.name}'"

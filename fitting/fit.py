@@ -51,8 +51,9 @@ import numpy as np
 import torch
 
 from data_schemas.calibration import CameraRig
+from data_schemas.camera_model import matrix_to_rodrigues, rodrigues_to_matrix_torch, to_pixels_torch
 from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS, OURS_OF_MANO21
-from hand_model.joints_layer import JointsLayer, rodrigues
+from hand_model.joints_layer import JointsLayer
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
 PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly rigid
@@ -140,7 +141,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# --- camera projection in torch (OpenCV's model, as data_schemas.calibration.Camera.project) ---
+# --- camera projection in torch (data_schemas.camera_model's torch form) ---
 
 @dataclass
 class TorchRig:
@@ -165,17 +166,10 @@ class TorchRig:
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """(..., 3) world points -> (C, ..., 2) distorted pixels."""
         pc = torch.einsum("cab,...b->c...a", self.R, X) + self.t.reshape((-1,) + (1,) * (X.dim() - 1) + (3,))
-        z = pc[..., 2:3].clamp(min=1e-6)
-        x, y = (pc[..., :2] / z).unbind(-1)
-        shape = (-1,) + (1,) * (X.dim() - 1)
-        k1, k2, p1, p2, k3 = (self.dist[:, i].reshape(shape) for i in range(5))
-        r2 = x * x + y * y
-        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        shape = (-1,) + (1,) * (X.dim() - 1)  # (C, 1, ..., 1): a camera's numbers against its points
         fx, fy = self.K[:, 0, 0].reshape(shape), self.K[:, 1, 1].reshape(shape)
         cx, cy = self.K[:, 0, 2].reshape(shape), self.K[:, 1, 2].reshape(shape)
-        return torch.stack([fx * xd + cx, fy * yd + cy], dim=-1)
+        return to_pixels_torch(pc, fx, fy, cx, cy, self.dist.reshape(shape + (5,)))
 
 
 # --- 1. shape -------------------------------------------------------------------------------
@@ -237,8 +231,6 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
     """Shaped flat hands (2, 21, 3) + (F, 42, 3) joints -> global_orient (F, 2, 3), transl (F, 2, 3),
     and which (frame, hand) had a palm to fit (F, 2). The root rotates about the wrist J0:
     a rest point x goes to R (x - J0) + J0 + transl."""
-    from scipy.spatial.transform import Rotation
-
     F = len(joints3d)
     J = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
     orient, transl = np.zeros((F, 2, 3)), np.zeros((F, 2, 3))
@@ -250,7 +242,7 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
         src = np.broadcast_to(rest[h, PALM], palm.shape)
         R, t = kabsch(src, np.nan_to_num(palm), ok.astype(float))
         J0 = rest[h, 0]
-        orient[:, h] = Rotation.from_matrix(R).as_rotvec()
+        orient[:, h] = matrix_to_rodrigues(R)
         transl[:, h] = t - J0 + np.einsum("nab,b->na", R, J0)
         # warm start: frames without a palm take the nearest fitted frame's (or the previous chunk's)
         idx = np.nonzero(fitted[:, h])[0]
@@ -639,4 +631,4 @@ def penetration_penalty(points: torch.Tensor, normals: torch.Tensor, reach: floa
 
 def rotation_matrices(rotvec: np.ndarray) -> np.ndarray:
     """(..., 3) -> (..., 3, 3), for callers that want the fitted orientations as matrices."""
-    return rodrigues(torch.as_tensor(rotvec, dtype=torch.float32)).numpy()
+    return rodrigues_to_matrix_torch(torch.as_tensor(rotvec, dtype=torch.float32)).numpy()

@@ -44,11 +44,13 @@ Arrays are (cameras, points); a sequence goes through in blocks of frames (``tri
 Errors are in px of the undistorted image (f |x - projection| in normalized coordinates):
 the inlier test's measure, within ~1 % of the distorted image's where the hands are.
 
-Two executions of the same steps (``Engine``): the numpy functions below state the algorithm
-on whole (C, points) arrays and are the reference (``triangulate_reference``, blocks of
-``BLOCK_FRAMES`` so that a block's arrays stay in the CPU cache); ``triangulate`` runs them
-compiled (``fitting/triangulate_kernels.py``: numba, per point a loop over its cameras, on every
-core; ~8-10x faster on the 50-camera dome). The tests hold the kernels to the numpy functions:
+Two executions of the same steps (``Engine``), on the arrays defined here: the numpy functions
+of ``fitting/triangulate_numpy.py`` (the names above are theirs) state the algorithm on whole
+(C, points) arrays and are the reference (``triangulate_reference``, blocks of ``BLOCK_FRAMES``
+so that a block's arrays stay in the CPU cache); ``triangulate`` runs them compiled
+(``fitting/triangulate_kernels.py``: numba, per point a loop over its cameras, on every core;
+~8-10x faster on the 50-camera dome), through the ``*_compiled`` functions below. The tests
+hold the kernels to the numpy functions, their tested twin:
 the same inliers and swaps, points within 1e-9 m on the same observations (1e-7 m end to end:
 the float32 undistortion stops per chunk). Their first call in a fresh checkout compiles them
 (~15-20 s); numba's cache in ``fitting/__pycache__`` makes later processes load them in ~0.5 s.
@@ -223,111 +225,7 @@ class Triangulation:
     method: str  # the method that ran: "irls", "ransac" or "dlt"
 
 
-# --- 1. undistortion (OpenCV's lens model, as data_schemas.calibration.Camera), reprojection -----
-
-def undistort(cams: CameraArrays, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distorted px (C, N) each -> x, y (C, N) normalized undistorted coordinates, float64.
-
-    OpenCV's fixed-point inversion (cv2.undistortPoints), every camera at once, in float32
-    until a step is under ``UNDISTORT_TOL`` (2-3 steps near the image centre): detections are
-    float32 in keypoints2d.h5 (~2e-4 px at 4K), and float32 here adds about as much."""
-    f32 = np.float32
-    x0 = (px.astype(f32, copy=False) - cams.cx.astype(f32)) / cams.fx.astype(f32)  # (C, N)
-    y0 = (py.astype(f32, copy=False) - cams.cy.astype(f32)) / cams.fy.astype(f32)
-    x, y = x0, y0
-    if np.any(cams.dist):
-        k1, k2, p1, p2, k3, k4, k5, k6 = (cams.dist[:, i:i + 1].astype(f32) for i in range(8))  # (C, 1)
-        p1x2, p2x2 = 2 * p1, 2 * p2
-        has_k3, rational = bool(np.any(k3)), bool(np.any(cams.dist[:, 5:]))
-        for _ in range(UNDISTORT_MAX_ITERATIONS):
-            xx, yy, xy = x * x, y * y, x * y
-            r2 = xx + yy
-            radial = k1 + r2 * (k2 + r2 * k3) if has_k3 else k1 + r2 * k2
-            icdist = 1 / (1 + r2 * radial)
-            if rational:
-                icdist *= 1 + r2 * (k4 + r2 * (k5 + r2 * k6))
-            xn = (x0 - p1x2 * xy - p2 * (r2 + 2 * xx)) * icdist
-            yn = (y0 - p2x2 * xy - p1 * (r2 + 2 * yy)) * icdist
-            step = max(np.abs(xn - x).max(initial=0.0), np.abs(yn - y).max(initial=0.0))
-            x, y = xn, yn
-            if not step > UNDISTORT_TOL:  # also stops on NaN
-                break
-    return x.astype(np.float64), y.astype(np.float64)
-
-
-def observations(cams: CameraArrays, keypoints: np.ndarray, min_score: float = 0.0) -> Observations:
-    """keypoints (C, F, 42, 3) [x, y px, score] -> Observations of N = F x 42 points.
-
-    A detection is an observation where its score is above ``min_score`` (and 0) and its
-    x, y are finite; the others are not used."""
-    C, F = keypoints.shape[:2]
-    kp = keypoints.reshape(C, F * N_KEYPOINTS, 3)  # (C, N, 3)
-    px, py, score = kp[..., 0], kp[..., 1], kp[..., 2]
-    valid = (score > max(min_score, 0.0)) & np.isfinite(px) & np.isfinite(py)  # (C, N)
-    x, y = undistort(cams, np.where(valid, px, 0), np.where(valid, py, 0))
-    return Observations(x, y, np.where(valid, score, 0).astype(np.float64))
-
-
-def camera_coordinates(cams: CameraArrays, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 3) points -> P^1 X~, P^2 X~, P^3 X~ (C, N) each, by one matrix product."""
-    C = cams.n
-    Y = cams.P[:, :3] @ X.T + cams.P[:, 3:]  # (3C, N)
-    return Y[:C], Y[C:2 * C], Y[2 * C:]
-
-
-def errors_px(cams: CameraArrays, obs: Observations, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared reprojection errors e^2 (C, N) in px^2, and 1/z (C, N); e^2 is inf behind the
-    camera and where X is NaN, meaningless where not observed."""
-    xc, yc, z = camera_coordinates(cams, X)
-    iz = 1 / z
-    ex = (obs.x - xc * iz) * cams.fx
-    ey = (obs.y - yc * iz) * cams.fy
-    return np.where(iz > 0, ex * ex + ey * ey, np.inf), iz  # behind the camera: no fit
-
-
-# --- 2. the methods --------------------------------------------------------------------------------
-
-def normal_matrix(cams: CameraArrays, obs: Observations, W: np.ndarray) -> np.ndarray:
-    """(16, N) flattened ``M = A^T A``, camera c's rows scaled by sqrt(W[c]); W (C, N)."""
-    C, N = W.shape
-    feats = np.empty((4, C, N))  # W, W x, W y, W (x^2 + y^2)
-    feats[0] = W
-    np.multiply(W, obs.x, out=feats[1])
-    np.multiply(W, obs.y, out=feats[2])
-    np.multiply(feats[1], obs.x, out=feats[3])
-    feats[3] += feats[2] * obs.y
-    return cams.basis @ feats.reshape(4 * C, N)  # (16, 4C) @ (4C, N)
-
-
-def solve_finite(M: np.ndarray) -> np.ndarray:
-    """(16, N) normal matrices -> (N, 3) X with ``M[:3, :3] X = -M[:3, 3]``; NaN where singular
-    (fewer than two weighted views, or parallel rays). Adjugate over determinant."""
-    a, b, c, d, e, f = M[0], M[1], M[2], M[5], M[6], M[10]
-    r0, r1, r2 = M[3], M[7], M[11]  # the right-hand side, negated below
-    A00, A01, A02 = d * f - e * e, c * e - b * f, b * e - c * d
-    A11, A12, A22 = a * f - c * c, b * c - a * e, a * d - b * b
-    det = a * A00 + b * A01 + c * A02
-    ok = det > 1e-12 * (a + d + f) ** 3  # relative to the scale of a 3 x 3 determinant
-    minus_inv = np.where(ok, -1 / np.where(ok, det, 1.0), np.nan)
-    return np.stack([A00 * r0 + A01 * r1 + A02 * r2,
-                     A01 * r0 + A11 * r1 + A12 * r2,
-                     A02 * r0 + A12 * r1 + A22 * r2], axis=1) * minus_inv[:, None]
-
-
-def triangulate_dlt(cams: CameraArrays, obs: Observations) -> PointFit:
-    """Score-weighted DLT: camera c's two rows scaled by its score; X~ = the smallest eigenvector
-    of the (N, 4, 4) normal matrix (= the smallest right singular vector of A). Keeps every view."""
-    valid = obs.valid
-    M = normal_matrix(cams, obs, obs.score ** 2).T.reshape(-1, 4, 4)  # (N, 4, 4)
-    M /= np.maximum(np.abs(M).max(axis=(1, 2)), 1e-300)[:, None, None]  # eigenvectors are scale-free
-    _, V = np.linalg.eigh(M)  # eigenvalues ascending
-    h = V[:, :, 0]  # (N, 4) homogeneous point
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = h[:, :3] / h[:, 3:]
-    X[valid.sum(axis=0) < MIN_CAMERAS] = np.nan
-    e2, _ = errors_px(cams, obs, X)
-    return PointFit(X, valid & np.isfinite(X[:, 0]), e2)
-
+# --- pieces both executions use ------------------------------------------------------------------
 
 def camera_order(n_cameras: int) -> np.ndarray:
     """RANSAC's fixed shuffled order of the cameras (neighbours in a rig's order are close: narrow baselines)."""
@@ -339,212 +237,24 @@ def pairs_per_point(views: np.ndarray, n_pairs: int = N_PAIRS) -> int:
     return int(min(n_pairs, max(1, (views * (views - 1) // 2).max(initial=0))))
 
 
-def pair_indices(valid: np.ndarray, n_pairs: int = N_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each point, ``n_pairs`` pairs of the cameras that see it: (N, K) camera indices a, b,
-    and (N, K) bool, False for a point seen by fewer than 2 cameras.
-
-    Cameras are taken in a fixed shuffled order (neighbours in a rig's order are close: narrow
-    baselines). A point seen by V >= 2K cameras gets K disjoint pairs, so that one bad view
-    spoils one pair; fewer get (i, i+1), (i, i+2), ... of its V cameras."""
-    C, N = valid.shape
-    order = camera_order(C)
-    seen = valid[order].T  # (N, C)
-    V = seen.sum(axis=1)  # (N,)
-    n_pairs = pairs_per_point(V, n_pairs)
-    _, cols = np.nonzero(seen)  # row-major: each point's cameras in turn
-    start = np.cumsum(V) - V  # (N,) where each point's cameras begin in cols
-    k = np.arange(n_pairs)
-    Vk = np.maximum(V, 2)[:, None]  # (N, 1)
-    disjoint = V[:, None] >= 2 * n_pairs
-    i = np.where(disjoint, 2 * k, k % Vk)  # (N, K) rank among the point's cameras
-    j = np.where(disjoint, 2 * k + 1, (k % Vk + 1 + (k // Vk) % (Vk - 1)) % Vk)
-    ok = np.broadcast_to((V >= 2)[:, None], i.shape)
-    if not len(cols):
-        return i, j, ok
-
-    def camera(rank: np.ndarray) -> np.ndarray:  # (N, K) rank -> camera index
-        return order[cols[np.minimum(start[:, None] + rank, len(cols) - 1)]]
-
-    return camera(i), camera(j), ok
-
-
-def pair_points(cams: CameraArrays, a: np.ndarray, b: np.ndarray, xa: np.ndarray, ya: np.ndarray, xb: np.ndarray,
-                yb: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Pairs of views of the same point, shape S: each triangulated at the midpoint of the two
-    rays' closest points. ``a``, ``b`` camera indices broadcasting to S ((K, 1): the same pairs
-    for every point); (xa, ya), (xb, yb) the two views' coordinates, S. Returns (3, *S), NaN
-    where not ``ok`` or the rays are less than ~1 degree apart."""
-    rays = []
-    for cam, x, y in ((a, xa, ya), (b, xb, yb)):  # the world ray d = R^T (x, y, 1) from the centre o
-        d = [cams.Rt[cam, i, 0] * x + cams.Rt[cam, i, 1] * y + cams.Rt[cam, i, 2] for i in range(3)]
-        norm = 1 / np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-        rays.append(([cams.center[cam, i] for i in range(3)], [di * norm for di in d]))
-    (oa, da), (ob, db) = rays
-    w0 = [oa[i] - ob[i] for i in range(3)]
-    cos = da[0] * db[0] + da[1] * db[1] + da[2] * db[2]  # S
-    pa = da[0] * w0[0] + da[1] * w0[1] + da[2] * w0[2]
-    pb = db[0] * w0[0] + db[1] * w0[1] + db[2] * w0[2]
-    sin2 = 1 - cos * cos
-    den = np.where(ok & (sin2 > 3e-4), sin2, np.nan)  # NaN spreads to X
-    lam, mu = (cos * pb - pa) / den, (pb - cos * pa) / den  # along da, db
-    return np.stack([0.5 * (oa[i] + lam * da[i] + ob[i] + mu * db[i]) for i in range(3)])  # (3, *S)
-
-
-def nan_median(values: np.ndarray, axis: int) -> np.ndarray:
-    """The (lower) median along ``axis`` of the values not NaN; NaN where none. np.nanmedian's
-    masked arrays cost 100x more on small arrays."""
-    v = np.sort(values, axis=axis)  # NaN last
-    middle = (np.maximum((~np.isnan(values)).sum(axis=axis, keepdims=True), 1) - 1) // 2
-    return np.take_along_axis(v, middle, axis=axis).squeeze(axis)
-
-
-def start_points(cams: CameraArrays, obs: Observations) -> np.ndarray:
-    """A robust first estimate (N, 3): the median of the start pairs' triangulations (NaN for a
-    point that none of them sees)."""
-    a, b = cams.pairs  # (K,) each
-    ok = (obs.score[a] > 0) & (obs.score[b] > 0)  # (K, N)
-    X = pair_points(cams, a[:, None], b[:, None], obs.x[a], obs.y[a], obs.x[b], obs.y[b], ok)  # (3, K, N)
-    return nan_median(X, axis=1).T  # coordinate-wise
-
-
 def msac_cost(obs: Observations, e2: np.ndarray, t2: float) -> np.ndarray:
     """(N,) truncated cost sum_c s min(e^2, t^2): inliers by their error, the rest by t^2."""
     return (obs.score * np.fmin(e2, t2)).sum(axis=0)  # fmin: NaN (no point) counts as t^2
 
 
-def triangulate_irls(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
-                     iterations: int = IRLS_ITERATIONS, start: np.ndarray | None = None) -> PointFit:
-    """IRLS from ``start`` (default: ``start_points``): Tukey's biweight, whose cut-off is twice
-    the threshold after the median start, then the threshold; the last iteration least squares
-    on the inliers (weight 1 under the threshold, 0 beyond).
-
-    The median start breaks down where most of a point's pairs hold a bad view (~30 % bad
-    views); where IRLS then ends with no point or inliers in fewer than half the views,
-    RANSAC's answer replaces it when its cost is lower."""
-    valid = obs.valid
-    t2 = inlier_px ** 2
-    sf2 = obs.score * obs.score * (cams.f * cams.f)  # (C, N) s^2 f^2; 0 where not observed
-    cutoffs = [inlier_px] * iterations
-    if start is None:
-        start = start_points(cams, obs)
-        cutoffs[0] *= 2
-    lost = np.isnan(start[:, 0])  # (N,) stays lost
-    X = np.where(lost[:, None], 0.0, start)
-    # 2a. IRLS: W = s^2 w(e) (f/z)^2
-    for it, c in enumerate(cutoffs):
-        e2, iz = errors_px(cams, obs, X)
-        if it < len(cutoffs) - 1:  # Tukey: w(e) = (1 - e^2/c^2)^2 inside c, 0 beyond
-            u = np.maximum(1 - e2 * (1 / (c * c)), 0)
-            u *= iz
-            W = u * u * sf2
-        else:  # least squares on the inliers
-            W = np.where(e2 < c * c, sf2 * (iz * iz), 0.0)
-        X = solve_finite(normal_matrix(cams, obs, W))
-        lost |= np.isnan(X[:, 0])
-        X[lost] = 0.0
-    e2, _ = errors_px(cams, obs, X)
-    X[lost], e2[:, lost] = np.nan, np.nan
-    fit = PointFit(X, valid & (e2 < t2), e2)
-    # 2b. RANSAC where the start broke down
-    n_valid = valid.sum(axis=0)
-    weak = np.flatnonzero((n_valid >= MIN_CAMERAS) & (lost | (2 * fit.inliers.sum(axis=0) < n_valid)))
+def rescue(cams: CameraArrays, obs: Observations, fit: PointFit, weak: np.ndarray, ransac: Callable[..., PointFit],
+           inlier_px: float) -> PointFit:
+    """IRLS's step 2b: RANSAC (``ransac``: the numpy function or the kernels') on the points ``weak``
+    (n,), where IRLS's start broke down; its answer replaces ``fit``'s where its MSAC cost is lower."""
     if weak.size:
         sub = obs[weak]
-        alt = triangulate_ransac(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
+        alt = ransac(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
+        t2 = inlier_px ** 2
         better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
         w = weak[better]
         fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
             alt.error2[:, better]
     return fit
-
-
-def triangulate_ransac(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
-                       n_pairs: int = N_PAIRS, refits: int = RANSAC_REFITS) -> PointFit:
-    """Per point, ``n_pairs`` pairs of the cameras that see it (``pair_indices``), each pair's
-    point scored in every camera by MSAC's truncated cost; the best refitted by least squares
-    on its inliers (weights s^2 (f/z)^2), ``refits`` times."""
-    valid = obs.valid
-    sf2 = obs.score * obs.score * (cams.f * cams.f)
-    t2 = inlier_px ** 2
-    # 2a. hypotheses and their cost
-    a, b, ok = (v.T for v in pair_indices(valid, n_pairs))  # (K, N)
-    n = np.arange(a.shape[1])
-    H = pair_points(cams, a, b, obs.x[a, n], obs.y[a, n], obs.x[b, n], obs.y[b, n],
-                    ok & valid[a, n] & valid[b, n])  # (3, K, N)
-    cost = np.full(H.shape[1:], np.inf)  # (K, N)
-    for k in range(H.shape[1]):
-        hk = H[:, k].T  # (N, 3)
-        found = np.isfinite(hk[:, 0])
-        e2, _ = errors_px(cams, obs, np.where(found[:, None], hk, 0.0))
-        cost[k] = np.where(found, msac_cost(obs, e2, t2), np.inf)
-    best = np.argmin(cost, axis=0)  # (N,)
-    X = np.take_along_axis(H, best[None, None], axis=1)[:, 0].T  # (N, 3)
-    lost = np.isnan(X[:, 0])
-    X[lost] = 0.0
-    # 2b. refit on the inliers
-    for _ in range(refits):
-        e2, iz = errors_px(cams, obs, X)
-        X = solve_finite(normal_matrix(cams, obs, np.where(e2 < t2, sf2 * (iz * iz), 0.0)))
-        lost |= np.isnan(X[:, 0])
-        X[lost] = 0.0
-    e2, _ = errors_px(cams, obs, X)
-    X[lost], e2[:, lost] = np.nan, np.nan
-    fit = PointFit(X, valid & (e2 < t2), e2)
-    fallback = lost & (valid.sum(axis=0) >= MIN_CAMERAS)  # every pair near-parallel
-    if fallback.any():
-        dlt = triangulate_dlt(cams, obs[fallback])
-        fit.points[fallback], fit.inliers[:, fallback], fit.error2[:, fallback] = dlt.points, dlt.inliers, dlt.error2
-    return fit
-
-
-def run_method(cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
-               start: np.ndarray | None = None) -> PointFit:
-    """``method`` ("dlt", "irls" or "ransac") on N points; IRLS may start from ``start``."""
-    if method == "dlt":
-        return triangulate_dlt(cams, obs)
-    if method == "ransac":
-        return triangulate_ransac(cams, obs, inlier_px)
-    return triangulate_irls(cams, obs, inlier_px, start=start)
-
-
-# --- 3. left/right swaps -------------------------------------------------------------------------
-
-def find_swaps(cams: CameraArrays, obs: Observations, fit: PointFit, inlier_px: float = INLIER_PX) -> np.ndarray:
-    """Views (frame, camera) whose two hands are exchanged: (F, C) bool, for N = F x 42 points.
-
-    A detected point of a view is *comparable* when its joint and the other hand's same
-    joint are both triangulated. Over a view's comparable points (at least
-    ``SWAP_MIN_POINTS``), with errors as-is (against its own joint's projection) and
-    exchanged (against the other hand's), the view is exchanged when
-
-        median exchanged < threshold < median as-is,  and  median exchanged < median as-is / 2.
-
-    A view with one hand in the wrong slot (the other block empty) is the same test on
-    that block's points."""
-    C, N = obs.score.shape
-    F = N // N_KEYPOINTS
-    t2 = inlier_px ** 2
-    X = fit.points
-    other = X.reshape(F, 2, N_HAND_JOINTS, 3)[:, ::-1].reshape(N, 3)  # the other hand's same joint
-    comparable = obs.valid & np.isfinite(X[:, 0]) & np.isfinite(other[:, 0])  # (C, N)
-    per_view = comparable.reshape(C, F, N_KEYPOINTS)
-    n = per_view.sum(axis=2)  # (C, F)
-    fits = (per_view & (fit.error2 < t2).reshape(C, F, N_KEYPOINTS)).sum(axis=2)
-    c, f = np.nonzero((n >= SWAP_MIN_POINTS) & (2 * fits < n))  # candidates: median as-is above the threshold
-    swapped = np.zeros((F, C), bool)
-    if not c.size:
-        return swapped
-    # the candidates' 42 points against the other hand's projection
-    rows = f[:, None] * N_KEYPOINTS + np.arange(N_KEYPOINTS)  # (V, 42)
-    cc = c[:, None]  # (V, 1)
-    Xc = np.einsum("vij,vkj->vki", cams.R[c], other[rows]) + cams.t[c][:, None]  # (V, 42, 3) camera frame
-    ex = (obs.x[cc, rows] - Xc[..., 0] / Xc[..., 2]) * cams.fx[c]
-    ey = (obs.y[cc, rows] - Xc[..., 1] / Xc[..., 2]) * cams.fy[c]
-    cmp = comparable[cc, rows]
-    med_as = nan_median(np.where(cmp, fit.error2[cc, rows], np.nan), axis=1)  # (V,) px^2
-    med_ex = nan_median(np.where(cmp, ex * ex + ey * ey, np.nan), axis=1)
-    swapped[f, c] = (med_ex < t2) & (med_as > t2) & (med_ex < med_as / 4)  # px^2: half the error
-    return swapped
 
 
 def exchange_hands(obs: Observations, swapped: np.ndarray) -> Observations:
@@ -557,22 +267,9 @@ def exchange_hands(obs: Observations, swapped: np.ndarray) -> Observations:
     return obs
 
 
-# --- 4. inliers, their count and mean error ----------------------------------------------------
-
-def inlier_summary(fit: PointFit) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) mean px over the inlier views and (N,) their count; NaN and 0 where fewer than
-    ``MIN_CAMERAS``, whose points and inliers are dropped from ``fit`` (in place)."""
-    X, inl = fit.points, fit.inliers
-    n = inl.sum(axis=0)  # (N,)
-    few = n < MIN_CAMERAS
-    X[few], inl[:, few] = np.nan, False
-    d = np.sqrt(np.where(inl, fit.error2, 0.0))  # (C, N) px
-    return np.where(few, np.nan, d.sum(axis=0) / np.maximum(n, 1)), np.where(few, 0, n)
-
-
-# --- the same steps compiled (fitting/triangulate_kernels.py) ------------------------------------
+# --- the steps compiled (fitting/triangulate_kernels.py) ------------------------------------------
 # What ``triangulate`` runs: each kernel goes over a point's cameras once, on every core. The
-# numpy functions above state the algorithm; the tests hold the kernels to them.
+# numpy functions of fitting/triangulate_numpy.py state the algorithm; the tests hold the kernels to them.
 
 def column(a: np.ndarray) -> np.ndarray:  # (C, 1) -> (C,) contiguous, as the kernels take
     return np.ascontiguousarray(a[:, 0])
@@ -630,14 +327,7 @@ def triangulate_irls_compiled(cams: CameraArrays, obs: Observations, inlier_px: 
                    points=fit.points, error2=fit.error2, inliers=fit.inliers, n_valid=n_valid, n_inliers=n_inliers)
     # 2b. RANSAC where the start broke down
     weak = np.flatnonzero((n_valid >= MIN_CAMERAS) & (np.isnan(fit.points[:, 0]) | (2 * n_inliers < n_valid)))
-    if weak.size:
-        sub = obs[weak]
-        alt = triangulate_ransac_compiled(cams, sub, inlier_px, n_pairs=RESCUE_PAIRS)
-        better = msac_cost(sub, alt.error2, t2) < msac_cost(sub, fit.error2[:, weak], t2)
-        w = weak[better]
-        fit.points[w], fit.inliers[:, w], fit.error2[:, w] = alt.points[better], alt.inliers[:, better], \
-            alt.error2[:, better]
-    return fit
+    return rescue(cams, obs, fit, weak, triangulate_ransac_compiled, inlier_px)
 
 
 def triangulate_ransac_compiled(cams: CameraArrays, obs: Observations, inlier_px: float = INLIER_PX,
@@ -657,16 +347,6 @@ def triangulate_ransac_compiled(cams: CameraArrays, obs: Observations, inlier_px
         dlt = triangulate_dlt_compiled(cams, obs[fallback])
         fit.points[fallback], fit.inliers[:, fallback], fit.error2[:, fallback] = dlt.points, dlt.inliers, dlt.error2
     return fit
-
-
-def run_method_compiled(cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
-                        start: np.ndarray | None = None) -> PointFit:
-    """``run_method``."""
-    if method == "dlt":
-        return triangulate_dlt_compiled(cams, obs)
-    if method == "ransac":
-        return triangulate_ransac_compiled(cams, obs, inlier_px)
-    return triangulate_irls_compiled(cams, obs, inlier_px, start=start)
 
 
 def find_swaps_compiled(cams: CameraArrays, obs: Observations, fit: PointFit,
@@ -694,15 +374,25 @@ class Engine:
     """How the steps run: the numpy functions (the reference) or the compiled kernels."""
 
     observations: Callable[[CameraArrays, np.ndarray, float], Observations]  # 1.
-    run_method: Callable[..., PointFit]  # 2.
+    dlt: Callable[[CameraArrays, Observations], PointFit]  # 2., the methods
+    irls: Callable[..., PointFit]  # (cams, obs, inlier_px, start=...)
+    ransac: Callable[[CameraArrays, Observations, float], PointFit]
     find_swaps: Callable[[CameraArrays, Observations, PointFit, float], np.ndarray]  # 3.
     inlier_summary: Callable[[PointFit], tuple[np.ndarray, np.ndarray]]  # 4.
     block_frames: int  # frames per block
 
+    def run_method(self, cams: CameraArrays, obs: Observations, method: str, inlier_px: float,
+                   start: np.ndarray | None = None) -> PointFit:
+        """``method`` ("dlt", "irls" or "ransac") on N points; IRLS may start from ``start``."""
+        if method == "dlt":
+            return self.dlt(cams, obs)
+        if method == "ransac":
+            return self.ransac(cams, obs, inlier_px)
+        return self.irls(cams, obs, inlier_px, start=start)
 
-NUMPY = Engine(observations, run_method, find_swaps, inlier_summary, BLOCK_FRAMES)
-COMPILED = Engine(observations_compiled, run_method_compiled, find_swaps_compiled, inlier_summary_compiled,
-                  COMPILED_BLOCK_FRAMES)
+
+COMPILED = Engine(observations_compiled, triangulate_dlt_compiled, triangulate_irls_compiled,
+                  triangulate_ransac_compiled, find_swaps_compiled, inlier_summary_compiled, COMPILED_BLOCK_FRAMES)
 
 
 def triangulate(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust", inlier_px: float = INLIER_PX,
@@ -714,8 +404,11 @@ def triangulate(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust"
 def triangulate_reference(rig: CameraRig, keypoints: np.ndarray, method: Method = "robust",
                           inlier_px: float = INLIER_PX, min_score: float = 0.0,
                           fix_swaps: bool = True) -> Triangulation:
-    """``triangulate`` by the numpy functions: what the compiled kernels are tested against."""
-    return triangulate_with(NUMPY, rig, keypoints, method, inlier_px, min_score, fix_swaps)
+    """``triangulate`` by the numpy functions (``fitting.triangulate_numpy``): what the compiled
+    kernels are tested against."""
+    from fitting.triangulate_numpy import ENGINE  # it imports this module's arrays
+
+    return triangulate_with(ENGINE, rig, keypoints, method, inlier_px, min_score, fix_swaps)
 
 
 def triangulate_with(engine: Engine, rig: CameraRig, keypoints: np.ndarray, method: Method = "robust",

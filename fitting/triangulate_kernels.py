@@ -1,7 +1,8 @@
 """The steps of ``fitting.triangulate``, compiled: numba kernels on its (C, points) arrays.
 
-Each kernel computes what the numpy function named in its docstring computes, but goes over the
-data once where numpy makes a dozen passes over (C, points) arrays per step. Symbols as there.
+Each kernel computes what the numpy function named in its docstring computes (in
+``fitting/triangulate_numpy.py``, the reference: its tested twin), but goes over the data once
+where numpy makes a dozen passes over (C, points) arrays per step. Symbols as there.
 
 Layout: the points are taken in chunks of ``CHUNK``; ``prange`` hands the chunks to numba's
 threads (``NUMBA_NUM_THREADS``: the cores). In a chunk the cameras are the outer loop and the
@@ -16,13 +17,16 @@ Floating point: no fastmath, so each operation rounds as numpy's does, and sums 
 in camera order, as numpy's reductions over axis 0. Numpy's normal matrix is a BLAS product that
 sums in its own order, and the DLT's eigenvector is LAPACK's here a Jacobi iteration's: on the
 same observations the points agree with the numpy statement to ~1e-15 relative (the DLT of
-views with outliers, ill-conditioned: ~1e-9 m), not bit for bit. The undistortion is numpy's in
-float32 but stops per chunk, not per block (values within 2e-7).
+views with outliers, ill-conditioned: ~1e-9 m), not bit for bit. The undistortion is the camera
+model's (``data_schemas.camera_model``: its numba form, the same operations as its numpy form), in
+float32, but stops per chunk, not per block (values within 2e-7).
 
 First call: numba compiles each kernel for its argument types (15-20 s in all on a slow core);
 ``cache=True`` keeps the machine code in ``fitting/__pycache__``, from where later processes
-load it in ~0.5 s. The threading layer (workqueue) takes one parallel call at a time: call
-``triangulate`` from one thread of a process.
+load it in ~0.5 s. numba checks only this file for changes: after an edit of
+``camera_model.undistort_run``, which ``observe`` compiles in, delete ``fitting/__pycache__/*.nbi``.
+The threading layer (workqueue) takes one parallel call at a time: call ``triangulate`` from one
+thread of a process.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
+from data_schemas import camera_model
 from data_schemas.joints3d import MIN_CAMERAS
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 
@@ -39,6 +44,7 @@ CHUNK = 128  # points per chunk: the (9, CHUNK) sums and a camera's rows of the 
 JACOBI_SWEEPS = 30  # a 4 x 4 converges in ~5; the cap is for NaN input
 KERNEL = dict(parallel=True, cache=True, error_model="numpy")  # numpy's error model: 1/0 = inf, no checks
 HELPER = dict(cache=True, error_model="numpy")
+undistort_run = camera_model.compiled(camera_model.undistort_run)  # the lens's inverse, numba's form
 
 
 @njit(**HELPER)
@@ -54,18 +60,14 @@ def observe(px, py, s, threshold, fx, fy, cx, cy, dist, tol, max_iterations, x, 
 
     A detection is an observation where s > ``threshold`` (s's dtype, as numpy compares) and
     px, py are finite. fx, fy, cx, cy (C,) and dist (C, 8) are float32: OpenCV's fixed-point
-    inversion runs in float32 as in ``undistort``, on a camera's chunk of detections at a time,
-    until every step there is under ``tol`` (numpy: over the whole block; the values differ by
-    < tol / 20)."""
+    inversion (``data_schemas.camera_model.undistort_run``) runs in float32 as in ``undistort``, on
+    a camera's chunk of detections at a time, until every step there is under ``tol`` (numpy: over
+    the whole block; the values differ by < tol / 20)."""
     C, N = px.shape
     chunks = n_chunks(N)
-    one, two = np.float32(1), np.float32(2)
     for job in prange(C * chunks):
         c, j0 = job // chunks, (job % chunks) * CHUNK
         m = min(N - j0, CHUNK)
-        k1, k2, p1, p2, k3, k4, k5, k6 = (dist[c, 0], dist[c, 1], dist[c, 2], dist[c, 3], dist[c, 4], dist[c, 5],
-                                          dist[c, 6], dist[c, 7])
-        p1x2, p2x2 = two * p1, two * p2
         x0, y0 = np.empty(m, np.float32), np.empty(m, np.float32)
         for j in range(m):
             pxj, pyj, sj = px[c, j0 + j], py[c, j0 + j], s[c, j0 + j]
@@ -73,22 +75,8 @@ def observe(px, py, s, threshold, fx, fy, cx, cy, dist, tol, max_iterations, x, 
             x0[j] = (np.float32(pxj if ok else 0) - cx[c]) / fx[c]
             y0[j] = (np.float32(pyj if ok else 0) - cy[c]) / fy[c]
             score[c, j0 + j] = np.float64(sj) if ok else 0.0
-        xs, ys = x0.copy(), y0.copy()
-        for _ in range(max_iterations):
-            moving = False
-            for j in range(m):
-                xj, yj = xs[j], ys[j]
-                xx, yy, xy = xj * xj, yj * yj, xj * yj
-                r2 = xx + yy
-                # k3 = 0 or k4..k6 = 0 leave the values as numpy's shorter forms give them
-                icdist = one / (one + r2 * (k1 + r2 * (k2 + r2 * k3)))
-                icdist *= one + r2 * (k4 + r2 * (k5 + r2 * k6))
-                xn = (x0[j] - p1x2 * xy - p2 * (r2 + two * xx)) * icdist
-                yn = (y0[j] - p2x2 * xy - p1 * (r2 + two * yy)) * icdist
-                moving |= (abs(xn - xj) > tol) | (abs(yn - yj) > tol)  # NaN: not moving, as numpy stops
-                xs[j], ys[j] = xn, yn
-            if not moving:
-                break
+        xs, ys = np.empty(m, np.float32), np.empty(m, np.float32)
+        undistort_run(x0, y0, dist[c], tol, max_iterations, xs, ys)
         for j in range(m):
             x[c, j0 + j] = xs[j]
             y[c, j0 + j] = ys[j]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from data_schemas.camera_model import to_pixels_torch
 from data_schemas.keypoints import N_HAND_JOINTS
 from generation.model import Encoded, HandDiffuse
 from generation.representation import (
@@ -130,7 +131,7 @@ class Trajectory(_ReferenceControl):
 
 @dataclass
 class PinholeCamera:
-    """K (3, 3) px, R (3, 3) and t (3,) world -> camera (x right, y down, z ahead), metres."""
+    """K (3, 3) px (no skew), R (3, 3) and t (3,) world -> camera (x right, y down, z ahead), metres."""
 
     K: torch.Tensor
     R: torch.Tensor
@@ -141,9 +142,9 @@ class PinholeCamera:
         return -self.R.T @ self.t  # (3,)
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
-        """(..., 3) world points -> (..., 2) undistorted pixels."""
-        h = (points @ self.R.T + self.t) @ self.K.T  # (..., 3)
-        return h[..., :2] / h[..., 2:3].clamp(min=1e-6)
+        """(..., 3) world points -> (..., 2) undistorted pixels (camera_model's torch form, no lens)."""
+        K = self.K
+        return to_pixels_torch(points @ self.R.T + self.t, K[0, 0], K[1, 1], K[0, 2], K[1, 2], None)
 
     def rays(self, pixels: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixels -> (..., 3) unit world directions of their rays."""

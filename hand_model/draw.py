@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_schemas.calibration import Camera, CameraRig, matrix_to_rodrigues
+from data_schemas.calibration import Camera, CameraRig
+from data_schemas.camera_model import matrix_to_rodrigues
 from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
 
 HAND_COLORS = ("#008cff", "#ff8c00")  # left blue, right orange: capture.detect.overlay's colours, in RGB

@@ -8,7 +8,8 @@ normals, for the interpenetration term), both hands in one batch:
 
 1. shape: v_shaped = v_template + shapedirs . betas (chosen vertices); J = J_regressor . v_shaped
    (the regressor applied to the full shaped template, folded into a (16, 3, 10) map)
-2. pose: R_k = rodrigues(theta_k); chosen vertices get the pose correctives posedirs . (R - I)
+2. pose: R_k = rodrigues(theta_k) (``data_schemas.camera_model``'s torch form); chosen vertices get
+   the pose correctives posedirs . (R - I)
 3. kinematic chain, level by level: G_k = G_parent(k) [R_k | J_k - J_parent(k)]; posed joints =
    G_k's translation
 4. vertices: sum_k w_k (G_k with the rest joint removed) applied to the corrected vertices;
@@ -23,19 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_schemas.camera_model import rodrigues_to_matrix_torch
 from hand_model.model import HandModel
-
-
-def rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices; smooth at 0."""
-    angle = torch.linalg.norm(rotvec + 1e-8, dim=-1, keepdim=True)  # (..., 1)
-    axis = rotvec / angle
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(rotvec.shape[:-1] + (3, 3))
-    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
-    return eye + s * K + (1 - c) * (K @ K)
 
 
 def rest_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -107,7 +97,7 @@ class JointsLayer(torch.nn.Module):
         J = self.j_template[hands] + torch.einsum("hjcb,nhb->nhjc", self.j_dirs[hands], betas)  # (B, H, 16, 3)
         # 2.
         pose = torch.cat([global_orient, hand_pose + self.pose_mean[hands]], dim=-1).reshape(B, H, 16, 3)
-        R = rodrigues(pose)  # (B, H, 16, 3, 3)
+        R = rodrigues_to_matrix_torch(pose)  # (B, H, 16, 3, 3)
         eye = torch.eye(3, dtype=R.dtype, device=R.device)
         feature = (R[:, :, 1:] - eye).reshape(B, H, 135)
         # 3. level by level down the tree (MANO's is 3 deep below the wrist: 5 fingers x 3 joints)

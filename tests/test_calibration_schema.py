@@ -5,7 +5,8 @@ from aniposelib.cameras import Camera as AniposeCamera
 from aniposelib.cameras import CameraGroup
 
 from data_schemas import SchemaError
-from data_schemas.calibration import read_calibration, rodrigues_to_matrix, write_calibration
+from data_schemas.calibration import read_calibration, write_calibration
+from data_schemas.camera_model import rodrigues_to_matrix
 from tests.factories import make_rig
 
 

@@ -5,7 +5,8 @@ import torch
 from capture.studio.motion import make_motion
 from data_schemas.mano import FailureReason
 from fitting.fit import FitInputs, FitOptions, fit_sequence, fit_shape, kabsch, penetration_penalty, right_jacobian
-from hand_model.joints_layer import JointsLayer, rodrigues
+from data_schemas.camera_model import rodrigues_to_matrix_torch as rodrigues
+from hand_model.joints_layer import JointsLayer
 from hand_model.model import HandModel
 from fitting.quality import QualityRule, choose_views, measure
 from tests.factories import make_rig

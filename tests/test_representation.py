@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hand_model.joints_layer import rodrigues
+from data_schemas.camera_model import rodrigues_to_matrix_torch as rodrigues
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 from generation.representation import (
     HAND_DIM, GlobalRep, LocalRep, RepresentationConfig, RepStats, canonicalize, decode_hand, encode_hand,

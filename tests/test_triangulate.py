@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 
 import numpy as np
@@ -10,7 +11,9 @@ from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints2d import read_keypoints2d, write_keypoints2d
 from data_schemas.validate import validate_path
 from fitting import triangulate as tri
-from fitting.triangulate import METHODS, ROBUST, camera_arrays, triangulate, triangulate_reference, undistort
+from fitting import triangulate_numpy as ref
+from fitting.triangulate import METHODS, ROBUST, camera_arrays, triangulate, triangulate_reference
+from fitting.triangulate_numpy import undistort
 from fitting.triangulate_kernels import lower_median, smallest_eigenvector, sorting_network
 from fitting.triangulate_stage import TriangulateConfig, triangulate_session
 from tests.factories import make_rig
@@ -187,36 +190,36 @@ def test_compiled_steps_equal_the_numpy_steps():
     rig = make_rig(12, seed=1)
     cams = camera_arrays(rig)
     kp = messy_keypoints(rig, 6, 5)
-    obs = tri.observations(cams, kp)
+    obs = ref.observations(cams, kp)
     fast_obs = tri.observations_compiled(cams, kp)
     np.testing.assert_array_equal(fast_obs.score, obs.score)
     np.testing.assert_allclose(fast_obs.x, obs.x, rtol=0, atol=2e-7)  # float32 undistortion, stopped per chunk
     np.testing.assert_allclose(fast_obs.y, obs.y, rtol=0, atol=2e-7)
-    assert_same_fit(tri.triangulate_dlt_compiled(cams, obs), tri.triangulate_dlt(cams, obs))
-    assert_same_fit(tri.triangulate_ransac_compiled(cams, obs), tri.triangulate_ransac(cams, obs))
+    assert_same_fit(tri.triangulate_dlt_compiled(cams, obs), ref.triangulate_dlt(cams, obs))
+    assert_same_fit(tri.triangulate_ransac_compiled(cams, obs), ref.triangulate_ransac(cams, obs))
     assert_same_fit(tri.triangulate_ransac_compiled(cams, obs, n_pairs=48),  # disjoint pairs for none
-                    tri.triangulate_ransac(cams, obs, n_pairs=48))
-    fit = tri.triangulate_irls(cams, obs)
+                    ref.triangulate_ransac(cams, obs, n_pairs=48))
+    fit = ref.triangulate_irls(cams, obs)
     assert_same_fit(tri.triangulate_irls_compiled(cams, obs), fit)
     start = fit.points + 0.01  # 1 cm off
     start[:5] = np.nan  # stay lost
-    assert_same_fit(tri.triangulate_irls_compiled(cams, obs, start=start), tri.triangulate_irls(cams, obs, start=start))
+    assert_same_fit(tri.triangulate_irls_compiled(cams, obs, start=start), ref.triangulate_irls(cams, obs, start=start))
     # a start that breaks down for a third of the points: the RANSAC rescue
     bad = fit.points.copy()
     bad[::3] += 0.5
     rescued = tri.triangulate_irls_compiled(cams, obs, iterations=1, start=bad)
-    assert_same_fit(rescued, tri.triangulate_irls(cams, obs, iterations=1, start=bad))
+    assert_same_fit(rescued, ref.triangulate_irls(cams, obs, iterations=1, start=bad))
     assert np.nanmax(np.abs(rescued.points - fit.points)) < 0.01
-    swapped = tri.find_swaps(cams, obs, fit)
+    swapped = ref.find_swaps(cams, obs, fit)
     assert swapped.any() and (tri.find_swaps_compiled(cams, obs, fit) == swapped).all()
     shifted = fit.points + np.random.default_rng(0).normal(0, 0.02, fit.points.shape)  # 2 cm off
-    shifted_fit = tri.PointFit(shifted, fit.inliers, tri.errors_px(cams, obs, shifted)[0])
-    for other in (tri.triangulate_dlt(cams, obs), shifted_fit):
+    shifted_fit = tri.PointFit(shifted, fit.inliers, ref.errors_px(cams, obs, shifted)[0])
+    for other in (ref.triangulate_dlt(cams, obs), shifted_fit):
         for px in (3.0, 10.0, 30.0, 100.0, 300.0):  # most views candidates, medians on either side of the threshold
-            assert (tri.find_swaps_compiled(cams, obs, other, px) == tri.find_swaps(cams, obs, other, px)).all(), px
+            assert (tri.find_swaps_compiled(cams, obs, other, px) == ref.find_swaps(cams, obs, other, px)).all(), px
     fit.inliers[:, ::7] &= np.arange(12)[:, None] < 1  # a point with one inlier: dropped
     fast_fit = tri.PointFit(fit.points.copy(), fit.inliers.copy(), fit.error2.copy())
-    (fast_error, fast_n), (error, n) = tri.inlier_summary_compiled(fast_fit), tri.inlier_summary(fit)
+    (fast_error, fast_n), (error, n) = tri.inlier_summary_compiled(fast_fit), ref.inlier_summary(fit)
     assert (fast_n == n).all() and (n[::7] == 0).all() and np.isnan(fit.points[::7]).all()
     np.testing.assert_array_equal(fast_error, error)
     assert_same_fit(fast_fit, fit)
@@ -230,9 +233,9 @@ def test_compiled_swap_test_on_the_median_itself(scene):
     kp[3, 1] = np.concatenate([kp[3, 1, 21:], kp[3, 1, :21]])
     kp[3, 1, :21, :2] += 200
     cams = camera_arrays(rig)
-    obs = tri.observations(cams, kp)
-    fit = tri.triangulate_irls(cams, obs)
-    swapped = tri.find_swaps(cams, obs, fit)
+    obs = ref.observations(cams, kp)
+    fit = ref.triangulate_irls(cams, obs)
+    swapped = ref.find_swaps(cams, obs, fit)
     assert swapped[1, 3] and swapped.sum() == 1
     assert (tri.find_swaps_compiled(cams, obs, fit) == swapped).all()
 
@@ -242,8 +245,7 @@ def test_compiled_blocks_equal_one_block():
     rig = make_rig(8, seed=1)
     kp = messy_keypoints(rig, 20, 6)
     whole = triangulate(rig, kp)
-    engine = tri.Engine(tri.observations_compiled, tri.run_method_compiled, tri.find_swaps_compiled,
-                        tri.inlier_summary_compiled, block_frames=3)
+    engine = dataclasses.replace(tri.COMPILED, block_frames=3)
     blocks = tri.triangulate_with(engine, rig, kp)
     np.testing.assert_allclose(blocks.joints, whole.joints, rtol=0, atol=1e-9)
     assert (blocks.inliers == whole.inliers).all() and (blocks.swapped == whole.swapped).all()
@@ -267,7 +269,7 @@ def test_lower_median_is_nan_median():
         n = rng.integers(1, 45)
         v = rng.integers(0, 5, n).astype(float) if t % 2 else rng.normal(size=n)  # ties, or none
         v[rng.random(n) < 0.2] = np.nan
-        expected = tri.nan_median(v[None], axis=1)[0]
+        expected = ref.nan_median(v[None], axis=1)[0]
         got = lower_median(v.copy(), n)
         assert got == expected or np.isnan(got) and np.isnan(expected), v
 

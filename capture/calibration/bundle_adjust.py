@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture.calibration.initialize import Pose, rotvec
-from data_schemas.calibration import distort, rodrigues_to_matrix
+from capture.calibration.initialize import Pose
+from data_schemas.camera_model import (
+    matrix_to_rodrigues, rodrigues_to_matrix, rodrigues_to_matrix_torch, to_pixels, to_pixels_torch,
+)
 
 OUTLIER_PX = 1.0
 N_CAM = 15  # r(3) t(3) fx fy cx cy k1 k2 p1 p2 k3
@@ -61,41 +63,14 @@ def project(cams: np.ndarray, boards: np.ndarray, obs: Observations, world_index
     pw[at_world] = obs.points[at_world]  # the world instant's board is the world frame
     c = cams[obs.camera]  # (M, 15)
     pc = np.einsum("mij,mj->mi", rodrigues_to_matrix(c[:, :3]), pw) + c[:, 3:6]
-    xy = pc[:, :2] / pc[:, 2:3]
-    k = np.zeros((len(c), 8))
-    k[:, :5] = c[:, 10:15]
-    xd = distort(xy, k)
-    return np.stack([c[:, 6] * xd[:, 0] + c[:, 8], c[:, 7] * xd[:, 1] + c[:, 9]], axis=1)
-
-
-def _rodrigues_torch(r):
-    """(3,) rotation vector -> (3, 3), smooth through 0."""
-    import torch
-
-    theta2 = (r * r).sum()
-    theta = torch.sqrt(theta2 + 1e-30)
-    small = theta2 < 1e-12
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-30))
-    zero = torch.zeros((), dtype=r.dtype)
-    K = torch.stack([torch.stack([zero, -r[2], r[1]]), torch.stack([r[2], zero, -r[0]]),
-                     torch.stack([-r[1], r[0], zero])])
-    return torch.eye(3, dtype=r.dtype) + a * K + b * (K @ K)
+    return to_pixels(pc, c[:, 6], c[:, 7], c[:, 8], c[:, 9], c[:, 10:15])
 
 
 def _project_one(cam, board, X):
-    """One corner: camera block (15,), board block (6,), board point (3,) -> pixel (2,)."""
-    import torch
-
-    pw = _rodrigues_torch(board[:3]) @ X + board[3:]
-    pc = _rodrigues_torch(cam[:3]) @ pw + cam[3:6]
-    x, y = pc[0] / pc[2], pc[1] / pc[2]
-    k1, k2, p1, p2, k3 = cam[10], cam[11], cam[12], cam[13], cam[14]
-    r2 = x * x + y * y
-    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-    return torch.stack([cam[6] * xd + cam[8], cam[7] * yd + cam[9]])
+    """One corner: camera block (15,), board block (6,), board point (3,) -> pixel (2,), torch."""
+    pw = rodrigues_to_matrix_torch(board[:3]) @ X + board[3:]
+    pc = rodrigues_to_matrix_torch(cam[:3]) @ pw + cam[3:6]
+    return to_pixels_torch(pc, cam[6], cam[7], cam[8], cam[9], cam[10:15])
 
 
 def jacobian_blocks(cams: np.ndarray, boards: np.ndarray, obs: Observations) -> np.ndarray:
@@ -127,12 +102,12 @@ def bundle_adjust(K: np.ndarray, dist: np.ndarray, poses: list[Pose], boards: di
     cams = np.zeros((C, N_CAM))
     bds = np.zeros((S, N_BOARD))
     for c in range(C):
-        cams[c] = np.concatenate([rotvec(poses[c].R), poses[c].t, [K[c, 0, 0], K[c, 1, 1], K[c, 0, 2], K[c, 1, 2]],
-                                  dist[c][:5]])
+        cams[c] = np.concatenate([matrix_to_rodrigues(poses[c].R), poses[c].t,
+                                  [K[c, 0, 0], K[c, 1, 1], K[c, 0, 2], K[c, 1, 2]], dist[c][:5]])
     world_index = instants.index(world_instant)
     for s, t in enumerate(instants):
         if s != world_index:  # the world instant's block stays 0: the board is the world frame
-            bds[s] = np.concatenate([rotvec(boards[t].R), boards[t].t])
+            bds[s] = np.concatenate([matrix_to_rodrigues(boards[t].R), boards[t].t])
     cam_free = np.ones(N_CAM, bool)
     cam_free[14] = free_k3
     board_free = np.ones((S, 1), bool)

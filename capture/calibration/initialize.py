@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from capture.calibration.board_views import CameraViews
 
@@ -129,7 +128,3 @@ def initial_rig(cameras: list[str], intr: dict[str, Intrinsics]) -> tuple[dict[s
     cams = {c: in_tree[c] @ world_to_ref for c in cameras}  # T_cam<-world
     ref_to_world = world_to_ref.inv()
     return cams, {t: ref_to_world @ p for t, p in boards.items()}, t_world
-
-
-def rotvec(R: np.ndarray) -> np.ndarray:
-    return Rotation.from_matrix(R).as_rotvec()

@@ -27,10 +27,11 @@ import numpy as np
 
 from capture.calibration.board_views import CameraViews, detect_board_views
 from capture.calibration.bundle_adjust import OUTLIER_PX, AdjustedRig, Observations, bundle_adjust
-from capture.calibration.initialize import CalibrationError, calibrate_intrinsics, initial_rig, rotvec
+from capture.calibration.initialize import CalibrationError, calibrate_intrinsics, initial_rig
 from capture.calibration.report import FILES as REPORT_FILES
 from capture.charuco import board_corners
 from data_schemas.calibration import Camera, CameraRig, read_calibration, write_calibration
+from data_schemas.camera_model import matrix_to_rodrigues
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.session import CALIBRATION_TOML, SESSION_TOML, Session
@@ -148,7 +149,7 @@ def calibrate_views(views: list[CameraViews], board, free_k3: bool = False) -> t
     adj = bundle_adjust(first.K, first.dist, first.poses, first.boards, instants, t_world, obs, free_k3=free_k3)
     err = np.linalg.norm(adj.residuals, axis=1)  # (M',) px
     per_cam = {c: float(err[obs.camera == i].mean()) for i, c in enumerate(cams)}
-    cameras = [Camera(c, views[i].size, adj.K[i], adj.dist[i], rotvec(adj.poses[i].R), adj.poses[i].t)
+    cameras = [Camera(c, views[i].size, adj.K[i], adj.dist[i], matrix_to_rodrigues(adj.poses[i].R), adj.poses[i].t)
                for i, c in enumerate(cams)]
     metadata = {
         "error": float(err.mean()), "error_median": float(np.median(err)), "adjusted": True,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_schemas.calibration import Camera, CameraRig, matrix_to_rodrigues
+from data_schemas.calibration import Camera, CameraRig
+from data_schemas.camera_model import matrix_to_rodrigues
 from data_schemas.session import BoardSpec, CameraSpec
 
 
