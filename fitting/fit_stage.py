@@ -136,9 +136,10 @@ def fingerprint(session: Session, seq: str, cfg: FitConfig, joints3d_inputs: str
 
 
 def _model(cfg: FitConfig):
-    from hand_model.model import HandModel, HandModelConfig
+    """The hand model of ``cfg``, loaded once per process (``hand_model.posing.hand_model_for``)."""
+    from hand_model.posing import hand_model_for
 
-    return HandModel(HandModelConfig(kind=cfg.hand_model, mano_dir=cfg.mano_dir))
+    return hand_model_for(cfg.hand_model, cfg.mano_dir, "--hand-model")
 
 
 def load_inputs(session: Session, seq: str) -> tuple[Joints3D, np.ndarray, CameraRig]:
@@ -182,17 +183,6 @@ class FittedSequence:
     fitted: int = 0  # frames fitted
 
 
-_MODEL: tuple[tuple, object] | None = None  # this process's hand model, kept between sequences
-
-
-def _cached_model(cfg: FitConfig):
-    global _MODEL
-    key = (cfg.hand_model, str(cfg.mano_dir))
-    if _MODEL is None or _MODEL[0] != key:
-        _MODEL = (key, _model(cfg))
-    return _MODEL[1]
-
-
 def _vertices_of(model, global_orient: np.ndarray, hand_pose: np.ndarray, betas: np.ndarray, transl: np.ndarray):
     """frame rows -> (K, 2, V, 3) vertices of the fit: the penetration measure's surface."""
     import torch
@@ -216,7 +206,7 @@ def fit_one(job: tuple[Path, str, FitConfig, str, bool]) -> FittedSequence:
     torch.set_num_threads(cfg.threads)
     try:
         session = Session.open(root)
-        model = _cached_model(cfg)
+        model = _model(cfg)
         # 1.
         j3d, keypoints, rig = load_inputs(session, seq)
         if not np.isfinite(j3d.joints).any():

@@ -112,7 +112,7 @@ def config_doc(cfg: StudioConfig) -> dict:
 def build_session(cfg: StudioConfig) -> StudioSummary:
     from capture.studio.board_take import write_board_videos
     from capture.studio.motion import FAMILIES
-    from hand_model.model import HandModel
+    from hand_model.posing import hand_model_for
 
     t0 = time.perf_counter()
     root = cfg.out
@@ -142,7 +142,7 @@ def build_session(cfg: StudioConfig) -> StudioSummary:
                        offsets=offsets.tolist())
     images = len(rig) * cfg.board_frames
     # 3. + 4.
-    model = HandModel()
+    model = hand_model_for("open_hand")
     for k, name in enumerate(names):
         images += build_sequence(root, name, FAMILIES[k % len(FAMILIES)], rig, offsets, rc.fps, cfg.frames,
                                  cfg.seed * 1000 + k, model, cfg.workers)
