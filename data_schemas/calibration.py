@@ -23,7 +23,6 @@ in ``data_schemas.camera_model`` (numpy, torch and numba forms). ``Camera.projec
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import toml
 
 from data_schemas.atomic import atomic_write_text
 from data_schemas.camera_model import UNDISTORT_ITERATIONS, distort, rodrigues_to_matrix, to_pixels, undistort
+from data_schemas.checks import load_toml
 from data_schemas.errors import SchemaError
 
 CAMERA_KEYS = ("name", "size", "matrix", "distortions", "rotation", "translation")
@@ -185,12 +185,7 @@ class CameraRig:
 def read_calibration(path: str | Path) -> CameraRig:
     """Read an anipose-compatible ``calibration.toml``; errors name the file and the cause."""
     path = Path(path)
-    if not path.exists():
-        raise SchemaError(path, "file not found")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SchemaError(path, f"not valid TOML ({e})")
+    doc = load_toml(path)
     tables = {k: v for k, v in doc.items() if k != "metadata"}
     for key, value in tables.items():
         if not isinstance(value, dict):

@@ -1,7 +1,8 @@
-"""Array checks shared by the dataclass validators; each raises a one-line SchemaError."""
+"""Checks shared by the readers and dataclass validators; each raises a one-line SchemaError."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,14 @@ def as_array(source: str | Path, name: str, value: object, dtype: type | str) ->
         return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise SchemaError(source, f"'{name}' is not a numeric array ({e})")
+
+
+def load_toml(path: str | Path) -> dict:
+    """A TOML file's document; a missing or malformed file is one line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(path, "file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SchemaError(path, f"not valid TOML ({e})")

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +56,7 @@ import toml
 
 from data_schemas.atomic import atomic_write_text, is_partial
 from data_schemas.calibration import CameraRig, read_calibration
+from data_schemas.checks import load_toml
 from data_schemas.errors import SchemaError
 from data_schemas.paths import check_name, inside
 
@@ -180,12 +180,7 @@ def _take(table: dict, cls: type, where: str, source: Path) -> dict:
 
 def read_session_toml(path: str | Path) -> SessionConfig:
     path = Path(path)
-    if not path.exists():
-        raise SchemaError(path, "file not found")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SchemaError(path, f"not valid TOML ({e})")
+    doc = load_toml(path)
     unknown = [k for k in doc if k not in ("session", "board", "cameras", "sequences")]
     if unknown:
         raise SchemaError(path, f"unknown table [{unknown[0]}] (known: session, board, cameras, sequences)")
