@@ -128,11 +128,14 @@ def _write_holder(fd: int, command: str) -> None:
 @contextlib.contextmanager
 def writing(place: str | Path, command: str, wait: bool = True) -> Iterator[Path]:
     """``hold`` the place, then clear the temp files killed writers left in it (safe only
-    under the lock: no running writer's partial can be there)."""
+    under the lock: no running writer's partial can be there). Re-entering a place this
+    process holds clears nothing: that was done when it was taken."""
     from data_schemas.atomic import remove_stale_partials
 
+    with _guard:
+        first = os.path.realpath(lock_path(place)) not in _held
     with hold(place, command, wait) as path:
-        for p in remove_stale_partials(place):
+        for p in remove_stale_partials(place) if first else ():
             LOG.info("%s: removed %s, left by an interrupted run", command, p)
         yield path
 

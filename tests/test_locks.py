@@ -112,7 +112,6 @@ def test_two_exports_into_one_dataset_both_land(tmp_path):
 
 
 def test_two_trains_in_one_run_folder_log_each_step_once(tmp_path):
-    from generation.model import HandDiffuseConfig  # noqa: F401 (the run's model imports)
     from data_schemas.dataset import DatasetOptions, append_to_dataset
     from tests.factories import posed_sequence
 
@@ -140,7 +139,7 @@ def test_export_removes_an_interrupted_runs_orphan_shard_and_partials(tmp_path):
                           cwd=ROOT, capture_output=True).returncode == 0
     # a run killed between its shard and its manifest, and one killed mid-write
     (out / "shard-00001.h5").write_bytes((out / "shard-00000.h5").read_bytes())
-    partial = partial_path(out / "shard-00002.h5").with_name(".shard-00002.h5.partial-999999")
+    partial = out / ".shard-00002.h5.partial-999999"  # a killed process's temp file
     partial.write_bytes(b"half a shard")
     problems = [p for r in validate_path(out) for p in r.problems]
     assert problems == [f"{out / 'shard-00001.h5'}: shard not in the manifest (left by an interrupted export): "
