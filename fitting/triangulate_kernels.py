@@ -193,6 +193,43 @@ def lower_median(v, n):
     return v[target]
 
 
+@njit(inline="always", **HELPER)
+def camera_rows(P, c):
+    """Camera c's projection matrix P[:, c] (3, 4) as twelve scalars, row by row."""
+    return (P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3], P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3],
+            P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3])
+
+
+@njit(inline="always", **HELPER)
+def error2_at(Pc, X0, X1, X2, xo, yo, fxc, fyc):
+    """``errors_px``'s squared error of one view (rows Pc, focal lengths fxc, fyc) at X, and 1/z:
+    (e^2, iz); e^2 = inf behind the camera (iz <= 0)."""
+    P10, P11, P12, P13, P20, P21, P22, P23, P30, P31, P32, P33 = Pc
+    iz = 1 / (P30 * X0 + P31 * X1 + P32 * X2 + P33)
+    ex = (xo - (P10 * X0 + P11 * X1 + P12 * X2 + P13) * iz) * fxc
+    ey = (yo - (P20 * X0 + P21 * X1 + P22 * X2 + P23) * iz) * fyc
+    return (ex * ex + ey * ey if iz > 0 else np.inf), iz
+
+
+@njit(inline="always", **HELPER)
+def add_view(acc, j, W, xo, yo, Pc):
+    """``normal_matrix``'s term of one view: M += W (a1 a1^T + a2 a2^T), a1 = x P^3 - P^1,
+    a2 = y P^3 - P^2, into point j's acc[:9, j]: M's upper triangle less M33 (00 01 02 03 11 12 13 22 23),
+    all that the 3 x 3 solve needs; the DLT adds M33 itself (here it would cost IRLS a fifth of its speed)."""
+    P10, P11, P12, P13, P20, P21, P22, P23, P30, P31, P32, P33 = Pc
+    a10, a11, a12, a13 = xo * P30 - P10, xo * P31 - P11, xo * P32 - P12, xo * P33 - P13
+    a20, a21, a22, a23 = yo * P30 - P20, yo * P31 - P21, yo * P32 - P22, yo * P33 - P23
+    acc[0, j] += W * (a10 * a10 + a20 * a20)
+    acc[1, j] += W * (a10 * a11 + a20 * a21)
+    acc[2, j] += W * (a10 * a12 + a20 * a22)
+    acc[3, j] += W * (a10 * a13 + a20 * a23)
+    acc[4, j] += W * (a11 * a11 + a21 * a21)
+    acc[5, j] += W * (a11 * a12 + a21 * a22)
+    acc[6, j] += W * (a11 * a13 + a21 * a23)
+    acc[7, j] += W * (a12 * a12 + a22 * a22)
+    acc[8, j] += W * (a12 * a13 + a22 * a23)
+
+
 @njit(**HELPER)
 def reweighted_step(P, f, fx, fy, x, y, score, j0, X, lost, c2, tukey, acc):
     """One step of ``triangulate_irls``'s loop (and ``triangulate_ransac``'s refit) on the chunk of points
@@ -204,17 +241,11 @@ def reweighted_step(P, f, fx, fy, x, y, score, j0, X, lost, c2, tukey, acc):
     ic2 = 1 / c2
     acc[:] = 0.0
     for c in range(C):
-        P10, P11, P12, P13 = P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3]
-        P20, P21, P22, P23 = P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3]
-        P30, P31, P32, P33 = P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3]
+        Pc = camera_rows(P, c)
         ff, fxc, fyc = f[c] * f[c], fx[c], fy[c]
         for j in range(m):
             xo, yo, s = x[c, j0 + j], y[c, j0 + j], score[c, j0 + j]
-            X0, X1, X2 = X[0, j], X[1, j], X[2, j]
-            iz = 1 / (P30 * X0 + P31 * X1 + P32 * X2 + P33)
-            ex = (xo - (P10 * X0 + P11 * X1 + P12 * X2 + P13) * iz) * fxc
-            ey = (yo - (P20 * X0 + P21 * X1 + P22 * X2 + P23) * iz) * fyc
-            e2 = ex * ex + ey * ey if iz > 0 else np.inf  # behind the camera: no fit
+            e2, iz = error2_at(Pc, X[0, j], X[1, j], X[2, j], xo, yo, fxc, fyc)  # behind the camera: no fit
             sf2 = s * s * ff
             if tukey:  # w(e) = (1 - e^2/c^2)^2 inside c, 0 beyond
                 u = 1 - e2 * ic2
@@ -224,21 +255,10 @@ def reweighted_step(P, f, fx, fy, x, y, score, j0, X, lost, c2, tukey, acc):
                 W = u * u * sf2
             else:  # least squares on the inliers
                 W = sf2 * (iz * iz) if e2 < c2 else 0.0
-            # M += W (a1 a1^T + a2 a2^T), a1 = x P^3 - P^1, a2 = y P^3 - P^2: its 3 x 3 block and column 4
-            a10, a11, a12, a13 = xo * P30 - P10, xo * P31 - P11, xo * P32 - P12, xo * P33 - P13
-            a20, a21, a22, a23 = yo * P30 - P20, yo * P31 - P21, yo * P32 - P22, yo * P33 - P23
-            acc[0, j] += W * (a10 * a10 + a20 * a20)
-            acc[1, j] += W * (a10 * a11 + a20 * a21)
-            acc[2, j] += W * (a10 * a12 + a20 * a22)
-            acc[3, j] += W * (a11 * a11 + a21 * a21)
-            acc[4, j] += W * (a11 * a12 + a21 * a22)
-            acc[5, j] += W * (a12 * a12 + a22 * a22)
-            acc[6, j] += W * (a10 * a13 + a20 * a23)
-            acc[7, j] += W * (a11 * a13 + a21 * a23)
-            acc[8, j] += W * (a12 * a13 + a22 * a23)
+            add_view(acc, j, W, xo, yo, Pc)
     for j in range(m):  # solve_finite: M[:3, :3] X = -M[:3, 3], adjugate over determinant
-        a, b, c, d, e, f_ = acc[0, j], acc[1, j], acc[2, j], acc[3, j], acc[4, j], acc[5, j]
-        r0, r1, r2 = acc[6, j], acc[7, j], acc[8, j]
+        a, b, c, d, e, f_ = acc[0, j], acc[1, j], acc[2, j], acc[4, j], acc[5, j], acc[7, j]
+        r0, r1, r2 = acc[3, j], acc[6, j], acc[8, j]
         A00, A01, A02 = d * f_ - e * e, c * e - b * f_, b * e - c * d
         A11, A12, A22 = a * f_ - c * c, b * c - a * e, a * d - b * b
         det = a * A00 + b * A01 + c * A02
@@ -261,16 +281,10 @@ def final_errors(P, fx, fy, x, y, score, j0, X, lost, t2, points, error2, inlier
     n_valid[:] = 0
     n_inliers[:] = 0
     for c in range(C):
-        P10, P11, P12, P13 = P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3]
-        P20, P21, P22, P23 = P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3]
-        P30, P31, P32, P33 = P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3]
+        Pc = camera_rows(P, c)
         fxc, fyc = fx[c], fy[c]
         for j in range(m):
-            X0, X1, X2 = X[0, j], X[1, j], X[2, j]
-            iz = 1 / (P30 * X0 + P31 * X1 + P32 * X2 + P33)
-            ex = (x[c, j0 + j] - (P10 * X0 + P11 * X1 + P12 * X2 + P13) * iz) * fxc
-            ey = (y[c, j0 + j] - (P20 * X0 + P21 * X1 + P22 * X2 + P23) * iz) * fyc
-            e2 = ex * ex + ey * ey if iz > 0 else np.inf
+            e2, _ = error2_at(Pc, X[0, j], X[1, j], X[2, j], x[c, j0 + j], y[c, j0 + j], fxc, fyc)
             e2 = np.nan if lost[j] else e2
             valid = score[c, j0 + j] > 0
             inlier = valid & (e2 < t2)
@@ -336,23 +350,12 @@ def dlt(P, fx, fy, x, y, score, points, error2, inliers):
         acc = np.zeros((10, m))  # M's upper triangle: 00 01 02 03 11 12 13 22 23 33
         views = np.zeros(m, np.int64)
         for c in range(C):
-            P10, P11, P12, P13 = P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3]
-            P20, P21, P22, P23 = P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3]
-            P30, P31, P32, P33 = P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3]
+            Pc = camera_rows(P, c)
             for j in range(m):
-                xo, yo, s = x[c, j0 + j], y[c, j0 + j], score[c, j0 + j]
-                W = s * s
-                a10, a11, a12, a13 = xo * P30 - P10, xo * P31 - P11, xo * P32 - P12, xo * P33 - P13
-                a20, a21, a22, a23 = yo * P30 - P20, yo * P31 - P21, yo * P32 - P22, yo * P33 - P23
-                acc[0, j] += W * (a10 * a10 + a20 * a20)
-                acc[1, j] += W * (a10 * a11 + a20 * a21)
-                acc[2, j] += W * (a10 * a12 + a20 * a22)
-                acc[3, j] += W * (a10 * a13 + a20 * a23)
-                acc[4, j] += W * (a11 * a11 + a21 * a21)
-                acc[5, j] += W * (a11 * a12 + a21 * a22)
-                acc[6, j] += W * (a11 * a13 + a21 * a23)
-                acc[7, j] += W * (a12 * a12 + a22 * a22)
-                acc[8, j] += W * (a12 * a13 + a22 * a23)
+                s = score[c, j0 + j]
+                xo, yo, W = x[c, j0 + j], y[c, j0 + j], s * s
+                add_view(acc, j, W, xo, yo, Pc)
+                a13, a23 = xo * Pc[11] - Pc[3], yo * Pc[11] - Pc[7]
                 acc[9, j] += W * (a13 * a13 + a23 * a23)
                 views[j] += s > 0
         X = np.empty((3, m))
@@ -377,15 +380,10 @@ def dlt(P, fx, fy, x, y, score, points, error2, inliers):
             lost[j] = not np.isfinite(X[0, j])
         # errors_px at X: as final_errors, with X where it is not finite (inf, NaN: no inlier)
         for c in range(C):
-            P10, P11, P12, P13 = P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3]
-            P20, P21, P22, P23 = P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3]
-            P30, P31, P32, P33 = P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3]
+            Pc = camera_rows(P, c)
             for j in range(m):
-                X0, X1, X2 = X[0, j], X[1, j], X[2, j]
-                iz = 1 / (P30 * X0 + P31 * X1 + P32 * X2 + P33)
-                ex = (x[c, j0 + j] - (P10 * X0 + P11 * X1 + P12 * X2 + P13) * iz) * fx[c]
-                ey = (y[c, j0 + j] - (P20 * X0 + P21 * X1 + P22 * X2 + P23) * iz) * fy[c]
-                error2[c, j0 + j] = ex * ex + ey * ey if iz > 0 else np.inf
+                e2, _ = error2_at(Pc, X[0, j], X[1, j], X[2, j], x[c, j0 + j], y[c, j0 + j], fx[c], fy[c])
+                error2[c, j0 + j] = e2
                 inliers[c, j0 + j] = score[c, j0 + j] > 0 and not lost[j]
         for j in range(m):
             for i in range(3):
@@ -436,17 +434,12 @@ def msac_start(P, Rt, center, fx, fy, order, n_pairs, x, y, score, t2, j0, X):
     cost = np.zeros((K, m))  # msac_cost at each hypothesis (not found: at the origin, then inf)
     for k in range(K):
         for c in range(C):
-            P10, P11, P12, P13 = P[0, c, 0], P[0, c, 1], P[0, c, 2], P[0, c, 3]
-            P20, P21, P22, P23 = P[1, c, 0], P[1, c, 1], P[1, c, 2], P[1, c, 3]
-            P30, P31, P32, P33 = P[2, c, 0], P[2, c, 1], P[2, c, 2], P[2, c, 3]
+            Pc = camera_rows(P, c)
             fxc, fyc = fx[c], fy[c]
             for j in range(m):
                 X0, X1, X2 = H[0, k, j], H[1, k, j], H[2, k, j]
                 X0, X1, X2 = (X0, X1, X2) if np.isfinite(X0) else (0.0, 0.0, 0.0)
-                iz = 1 / (P30 * X0 + P31 * X1 + P32 * X2 + P33)
-                ex = (x[c, j0 + j] - (P10 * X0 + P11 * X1 + P12 * X2 + P13) * iz) * fxc
-                ey = (y[c, j0 + j] - (P20 * X0 + P21 * X1 + P22 * X2 + P23) * iz) * fyc
-                e2 = ex * ex + ey * ey if iz > 0 else np.inf
+                e2, _ = error2_at(Pc, X0, X1, X2, x[c, j0 + j], y[c, j0 + j], fxc, fyc)
                 cost[k, j] += score[c, j0 + j] * (e2 if e2 < t2 else t2)  # fmin: NaN counts as t^2
     for j in range(m):  # argmin
         best, lowest = 0, np.inf
