@@ -35,6 +35,7 @@ from annotation.crops import inside_percent, to_pixels
 from annotation.labels import CONTROL, LABEL_INDEX, OBJECT, RESULT_TYPE, hand_of
 from annotation.records import (MERGED, TASKS, MergeRecord, TaskRecord, read_merge_records, read_task_records,
                                 write_merge_records)
+from data_schemas.checks import load_json
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
@@ -218,12 +219,11 @@ def pull_export(root: Path) -> tuple[list, str, dict[int, str]]:
 
 
 def read_export(path: Path) -> list:
-    if not path.is_file():
-        raise SchemaError(path, "file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SchemaError(path, f"not valid JSON ({getattr(e, 'msg', e)})")
+    """An export file saved from Label Studio (JSON): its list of tasks."""
+    tasks = load_json(path)
+    if not isinstance(tasks, list):
+        raise SchemaError(path, "expected a JSON list of tasks (Label Studio's JSON export)")
+    return tasks
 
 
 # --- 3. + 4. the manual file ---------------------------------------------------------------------------

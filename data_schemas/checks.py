@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,12 +62,30 @@ def as_array(source: str | Path, name: str, value: object, dtype: type | str) ->
         raise SchemaError(source, f"'{name}' is not a numeric array ({e})")
 
 
-def load_toml(path: str | Path) -> dict:
-    """A TOML file's document; a missing or malformed file is one line naming it."""
+def existing_file(path: str | Path, expected: str) -> Path:
+    """``path`` as a Path, when it is a file; else one line: "file not found", or "is a folder,
+    expected <expected>"."""
     path = Path(path)
     if not path.exists():
         raise SchemaError(path, "file not found")
+    if path.is_dir():
+        raise SchemaError(path, f"is a folder, expected {expected}")
+    return path
+
+
+def load_toml(path: str | Path) -> dict:
+    """A TOML file's document; a missing or malformed file is one line naming it."""
+    return _load_text(path, "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+
+
+def load_json(path: str | Path) -> Any:
+    """A JSON file's document; a missing or malformed file is one line naming it."""
+    return _load_text(path, "JSON", json.loads, json.JSONDecodeError)
+
+
+def _load_text(path: str | Path, kind: str, parse: Callable[[str], Any], error: type[Exception]) -> Any:
+    path = existing_file(path, f"a {kind} file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SchemaError(path, f"not valid TOML ({e})")
+        return parse(path.read_text(encoding="utf-8"))
+    except (error, UnicodeDecodeError) as e:
+        raise SchemaError(path, f"not valid {kind} ({getattr(e, 'msg', None) or e})")

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from data_schemas.atomic import atomic_write_bytes
+from data_schemas.checks import existing_file
 from data_schemas.errors import SchemaError
 
 CHECKSUM_ATTR = "sha256"
@@ -141,11 +142,7 @@ def open_checked(
     path: str | Path, fmt: str, version: int, produced_by: str
 ) -> Iterator[h5py.File]:
     """Open an existing file and check it is ``fmt`` at ``version``; errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise SchemaError(path, "file not found")
-    if path.is_dir():
-        raise SchemaError(path, "is a folder, expected an HDF5 file")
+    path = existing_file(path, "an HDF5 file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from data_schemas.atomic import atomic_path
+from data_schemas.checks import existing_file
 from data_schemas.errors import SchemaError
 
 LOG = logging.getLogger("handdiffuse.mano_io")
@@ -168,11 +169,7 @@ def load_model_pickle(path: str | Path) -> dict:
     Keys smplx needs (``KEYS``) are checked for presence and shape. Other keys whose chumpy
     value cannot be evaluated are dropped (logged); strings and the like are kept as they are.
     """
-    path = Path(path)
-    if not path.exists():
-        raise SchemaError(path, "file not found")
-    if path.is_dir():
-        raise SchemaError(path, "is a folder, expected a MANO .pkl file")
+    path = existing_file(path, "a MANO .pkl file")
     try:
         with open(path, "rb") as fh:
             raw = _Unpickler(fh, encoding="latin1").load()

@@ -28,7 +28,6 @@ calibrated camera (the world frame itself when there is no calibration); they co
 from __future__ import annotations
 
 import html
-import json
 import sys
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.calibration import read_calibration
+from data_schemas.checks import load_json
 from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.keypoints import HANDS, N_HAND_JOINTS
@@ -483,10 +483,7 @@ def _dataset(s: Session, img: _Images) -> Section:
     if not stats_json.is_file():
         body.append(_missing("stats", s.root, "no export/stats/stats.json"))
         return Section("dataset", title, "\n".join(body), True)
-    try:
-        st = json.loads(stats_json.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SchemaError(stats_json, f"not valid JSON ({e.msg})")
+    st = load_json(stats_json)
     paper = st.get("paper", {})
     facts = [["sequences", st.get("sequences")], ["frames", st.get("frames")],
              ["frames with both hands valid", st.get("frames_both_hands_valid")],
@@ -515,10 +512,7 @@ def _samples(s: Session, img: _Images, opts: ReportOptions) -> Section:
         body.append(f"<h3>{_e(run.name)}</h3>")
         metrics = run / "metrics.json"
         if metrics.is_file():
-            try:
-                m = json.loads(metrics.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise SchemaError(metrics, f"not valid JSON ({e.msg})")
+            m = load_json(metrics)
             body.append(_table(["metric", "value"], [[k, v] for k, v in m.items() if not isinstance(v, (dict, list))]))
         for png in sorted((run / "samples").glob("*.png"))[:6]:
             body.append(_figure(img.copy(png, f"run_{run.name}_{png.name}"), f"{run.name}: {png.name}"))
