@@ -70,7 +70,8 @@ from data_schemas import h5io
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import SPLITS, empty_manifest, manifest_path, read_manifest, shard_path, write_manifest
-from data_schemas.shard import FRAME_FIELDS, META_FIELDS, SHARD_NAME, ShardReader, ShardSequence, write_shard
+from data_schemas.shard import (FRAME_FIELDS, META_FIELDS, SHARD_NAME, ShardReader, ShardSequence, validated,
+                                 write_shard)
 
 MB = 2**20
 GIB = 2**30
@@ -284,12 +285,7 @@ def _append(out: Path, sequences: Iterable[ShardSequence], opts: DatasetOptions,
         summary.frames += sum(s.n_frames for s, _ in batch)
         summary.bytes_written += (out / name).stat().st_size
 
-    seen: set[str] = set()
-    for seq in sequences:
-        seq.validate(out)
-        if seq.name in seen:
-            raise SchemaError(out, f"sequence '{seq.name}' is given twice")
-        seen.add(seq.name)
+    for seq in validated(sequences, out):
         fp = (fingerprints or {}).get(seq.name) or arrays_fingerprint(seq)
         if known.get(seq.name) == fp:
             summary.skipped_up_to_date.append(seq.name)

@@ -46,6 +46,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -133,6 +134,18 @@ class ShardInfo:
     names: list[str] = field(default_factory=list)
 
 
+def validated(sequences: Iterable[ShardSequence], source: str | Path) -> Iterator[ShardSequence]:
+    """The sequences one by one (a stream stays one), each valid (``ShardSequence.validate``) and its
+    name given once; else one line."""
+    names: set[str] = set()
+    for s in sequences:
+        s.validate(source)
+        if s.name in names:
+            raise SchemaError(source, f"sequence name '{s.name}' appears twice")
+        names.add(s.name)
+        yield s
+
+
 def write_shard(path: str | Path, sequences: list[ShardSequence], fps: float | None = None) -> ShardInfo:
     """Write a complete shard atomically. All sequences must share one fps."""
     from data_schemas import __version__
@@ -140,12 +153,7 @@ def write_shard(path: str | Path, sequences: list[ShardSequence], fps: float | N
     if not sequences:
         raise SchemaError(path, "no sequences to write")
     fps = float(sequences[0].fps if fps is None else fps)
-    names: set[str] = set()
-    for s in sequences:
-        s.validate(path)
-        if s.name in names:
-            raise SchemaError(path, f"sequence name '{s.name}' appears twice")
-        names.add(s.name)
+    for s in validated(sequences, path):
         if abs(s.fps - fps) > 1e-9:
             raise SchemaError(path, f"sequence '{s.name}' has fps {s.fps}, the shard's is {fps}")
     info = ShardInfo(
