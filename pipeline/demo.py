@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tyro
@@ -104,40 +105,41 @@ def to_truth_frame(cfg: DemoConfig):
                            read_calibration(cfg.session / "ground_truth" / "calibration.toml"))
 
 
+def errors_vs_truth(cfg: DemoConfig, sequences: list[str], read: Callable) -> np.ndarray:
+    """The distances (m) of every estimated joint to its true one, over ``sequences``, on the frames
+    both have; ``read(path)``: a file of the sequence folder (``joints3d.h5``, ``mano.h5``) with
+    ``frames`` and ``joints`` (frames, 42, 3), brought into the truth's frame first; not estimated
+    joints (NaN) left out."""
+    from data_schemas.joints3d import read_joints3d
+
+    align = to_truth_frame(cfg)
+    errors = []
+    for name in sequences:
+        est = read(cfg.session / "sequences" / name)
+        truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / name / "joints3d.h5")
+        common, i, j = np.intersect1d(est.frames, truth.frames, return_indices=True)
+        e = np.linalg.norm(align.apply(est.joints[i]) - truth.joints[j], axis=-1)
+        errors.append(e[np.isfinite(e)])
+    return np.concatenate(errors)
+
+
 def triangulate(cfg: DemoConfig) -> str:
     from data_schemas.joints3d import read_joints3d
     from fitting.triangulate_stage import triangulate_session
 
     summaries = triangulate_session(cfg.session)
-    align = to_truth_frame(cfg)
-    errors = []
-    for s in summaries:
-        est = read_joints3d(cfg.session / "sequences" / s.name / "joints3d.h5")
-        truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / s.name / "joints3d.h5")
-        common, i, j = np.intersect1d(est.frames, truth.frames, return_indices=True)
-        e = np.linalg.norm(align.apply(est.joints[i]) - truth.joints[j], axis=-1)
-        errors.append(e[np.isfinite(e)])
-    e = np.concatenate(errors)
+    e = errors_vs_truth(cfg, [s.name for s in summaries], lambda folder: read_joints3d(folder / "joints3d.h5"))
     found = np.mean([s.triangulated for s in summaries])
     return (f"{100 * found:.1f}% of joints; vs truth: MPJPE {1000 * e.mean():.1f} mm (median "
             f"{1000 * np.median(e):.1f} mm)")
 
 
 def fit(cfg: DemoConfig) -> str:
-    from data_schemas.joints3d import read_joints3d
     from data_schemas.mano import read_mano
     from fitting.fit_stage import fit_session
 
     summaries = fit_session(cfg.session)
-    align = to_truth_frame(cfg)
-    errors = []
-    for s in summaries:
-        m = read_mano(cfg.session / "sequences" / s.name / "mano.h5")
-        truth = read_joints3d(cfg.session / "ground_truth" / "sequences" / s.name / "joints3d.h5")
-        common, i, j = np.intersect1d(m.frames, truth.frames, return_indices=True)
-        fitted = align.apply(m.joints[i])
-        errors.append(np.linalg.norm(fitted - truth.joints[j], axis=-1))
-    e = np.concatenate([x.ravel() for x in errors])
+    e = errors_vs_truth(cfg, [s.name for s in summaries], lambda folder: read_mano(folder / "mano.h5"))
     frames = sum(s.frames for s in summaries)
     failed = sum(s.failed_frames for s in summaries)
     queued = sum(s.queued for s in summaries)

@@ -16,10 +16,10 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Literal
 
 import tyro
 
+from generation.denoiser import Size
 from pipeline.log import LOG, log_config, setup_logging
 
 
@@ -31,7 +31,7 @@ class EvalDemoConfig:
     """Session whose export/ is the dataset."""
     runs: Path | None = None
     """Folder of the runs (default runs/<session name>/eval)."""
-    size: Literal["tiny", "cpu", "paper"] = "tiny"
+    size: Size = "tiny"
     """Denoiser size of every run."""
     window: int = 16
     """Frames per window and sample."""
