@@ -21,8 +21,9 @@ there are two; the fit of the first pass knows where both are. So, per sequence:
    unfinished chunks
 3. assemble: a hand the model finds (presence >= ``--min-presence``) where the fit put it (mean
    distance to the fit's projection under ``--max-off-fit`` x the hand's size: further off, the model
-   found something else in the crop) replaces the first detection (``redetected``); its joints hidden by the other hand leave the evidence (score 0), as do those
-   it places outside the image; elsewhere the first detection stands
+   found something else in the crop) replaces the first detection (``redetected``); its joints
+   hidden by the other hand leave the evidence (score 0), as do those it places outside the image;
+   elsewhere the first detection stands
 4. write keypoints2d_guided.h5 (the keypoints2d format: same cameras and frames as keypoints2d.h5,
    ``detector`` the landmark model, ``redetected`` per view and hand), drop the chunk files
 
