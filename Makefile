@@ -16,7 +16,7 @@ export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-STAGES := studio calibrate detect triangulate fit queue annotate merge export stats train sample evaluate report
+STAGES := studio calibrate detect triangulate fit redetect queue annotate merge export stats train sample evaluate report
 
 .PHONY: help setup browser test test-slow demo eval-demo all validate bench hand-model hand-model-render clean-venv \
 	$(STAGES) annotation-status annotate-stop
@@ -88,6 +88,7 @@ calibrate: $(SESSION)/session.toml
 detect: calibrate
 triangulate: detect
 fit: triangulate
+redetect: fit
 queue: fit
 annotate: fit
 merge: $(SESSION)/session.toml
@@ -100,8 +101,15 @@ sample: train
 evaluate: train
 report: $(SESSION)/session.toml
 
-$(filter-out studio train sample evaluate report,$(STAGES)) annotation-status annotate-stop: $(STAMP)
+$(filter-out studio redetect train sample evaluate report,$(STAGES)) annotation-status annotate-stop: $(STAMP)
 	$(HD) $@ $(SESSION) $(STAGE_ARGS)
+
+# The second pass: hands detected again in crops from the first fit, then triangulated and fitted
+# again on the combined evidence (each of the three does nothing when its outputs are up to date).
+redetect: $(STAMP)
+	$(HD) redetect $(SESSION) $(STAGE_ARGS)
+	$(HD) triangulate $(SESSION)
+	$(HD) fit $(SESSION)
 
 # The generator's stages work on the session's dataset and a run folder.
 train: $(STAMP)

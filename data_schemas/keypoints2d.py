@@ -11,10 +11,19 @@ HDF5 tree (format ``handdiffuse.keypoints2d``, version 1)::
                                           (data_schemas.keypoints); x, y NaN where score is 0
     annotators   (C, F)          str      optional: who placed the view's points ("" = nobody)
     annotated_at (C, F)          str      optional: when, ISO 8601 UTC ("" = never)
+    redetected   (C, F, 2)       bool     optional: the (view, hand)s a guided re-detection replaces
 
 The manual annotation ``sequences/<seq>/keypoints2d_manual.h5`` (``handdiffuse merge``) is
 this format too, with the same cameras and frames as keypoints2d.h5: score 1 where a person
 placed or moved a point, 0 (x, y NaN) elsewhere, and ``annotators`` / ``annotated_at`` per view.
+
+The guided re-detection ``sequences/<seq>/keypoints2d_guided.h5`` (``handdiffuse redetect``) is this
+format too, with the same cameras and frames as keypoints2d.h5 and ``redetected``: where it is true,
+the hand's 21 rows replace the first detection's (joints hidden by the other hand have score 0 and
+leave the evidence); elsewhere the first detection stands. Its ``inputs`` begin with keypoints2d.h5's
+``inputs`` and ``GUIDED_SEPARATOR``, so a reader tells whether it was made from the current detection.
+(``redetected`` is optional: files without it read as before, so keypoints2d.h5 and people's
+keypoints2d_manual.h5 stay version 1.)
 
 A found point may lie outside its image: a detector guesses the joints of a hand the image
 border cuts. It may not lie further out than ``OUTSIDE_MARGIN`` times the image's width
@@ -38,6 +47,7 @@ from data_schemas.keypoints import N_KEYPOINTS
 FORMAT = "handdiffuse.keypoints2d"
 VERSION = 1
 PRODUCED_BY = "handdiffuse detect"
+GUIDED_SEPARATOR = ">"  # keypoints2d_guided.h5's inputs: "<keypoints2d.h5's inputs>><its own>"
 MANUAL_WEIGHT = 4.0  # score of a person's point where a detection scores <= 1 (triangulation, fit)
 OUTSIDE_MARGIN = 0.5  # a found point lies at most this fraction of the image's width / height outside it
 
@@ -64,6 +74,7 @@ class Keypoints2D:
     inputs: str = ""  # what the file was made from; the stage skips work whose inputs are unchanged
     annotators: np.ndarray | None = None  # (C, F) str, manual files: who placed the view's points ("" nobody)
     annotated_at: np.ndarray | None = None  # (C, F) str, manual files: when (ISO 8601 UTC; "" never)
+    redetected: np.ndarray | None = None  # (C, F, 2) bool, guided files: the (view, hand)s it replaces
 
     def __post_init__(self) -> None:
         self.cameras = [str(c) for c in self.cameras]
@@ -73,6 +84,8 @@ class Keypoints2D:
         for k in ("annotators", "annotated_at"):
             if getattr(self, k) is not None:
                 setattr(self, k, np.asarray(getattr(self, k), dtype=object))
+        if self.redetected is not None:
+            self.redetected = np.asarray(self.redetected, dtype=bool)
 
     @property
     def found(self) -> np.ndarray:
@@ -115,6 +128,8 @@ class Keypoints2D:
         for k in ("annotators", "annotated_at"):
             if getattr(self, k) is not None:
                 check_shape(source, k, getattr(self, k), ("C", "F"), dims)
+        if self.redetected is not None:
+            check_shape(source, "redetected", self.redetected, ("C", "F", 2), dims)
 
 
 def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
@@ -128,6 +143,8 @@ def write_keypoints2d(path: str | Path, kp: Keypoints2D) -> None:
         for k in ("annotators", "annotated_at"):
             if getattr(kp, k) is not None:
                 h5io.write_array(f, k, getattr(kp, k), chunk_frames=None)
+        if kp.redetected is not None:
+            h5io.write_array(f, "redetected", kp.redetected, frame_axis=1)
 
 
 def read_keypoints2d(path: str | Path) -> Keypoints2D:
@@ -142,6 +159,7 @@ def read_keypoints2d(path: str | Path) -> Keypoints2D:
             inputs=str(f.attrs.get("inputs", "")),
             annotators=h5io.read_array(f, "annotators", path) if "annotators" in f else None,
             annotated_at=h5io.read_array(f, "annotated_at", path) if "annotated_at" in f else None,
+            redetected=h5io.read_array(f, "redetected", path) if "redetected" in f else None,
         )
     kp.validate(path)
     return kp
@@ -163,4 +181,27 @@ def overlay_manual(keypoints: np.ndarray, cameras: list[str], frames: np.ndarray
     placed = (m[..., 2] > 0) & (cams >= 0)[:, None, None] & (rows >= 0)[None, :, None]
     m = np.concatenate([m[..., :2], np.full(m.shape[:-1] + (1,), weight, m.dtype)], axis=-1)
     out[placed] = m[placed]
+    return out
+
+
+def guided_inputs(kp: Keypoints2D, own: str) -> str:
+    """keypoints2d_guided.h5's ``inputs``: those of the keypoints2d.h5 ``kp`` it re-detected, then its own."""
+    return f"{kp.inputs}{GUIDED_SEPARATOR}{own}"
+
+
+def made_from(guided: Keypoints2D, kp: Keypoints2D) -> bool:
+    """Whether the guided re-detection ``guided`` was made from this keypoints2d.h5: its inputs begin
+    with kp's, and it has kp's cameras and frames."""
+    return (guided.redetected is not None and guided.inputs.startswith(kp.inputs + GUIDED_SEPARATOR)
+            and guided.cameras == kp.cameras and np.array_equal(guided.frames, kp.frames))
+
+
+def overlay_guided(keypoints: np.ndarray, guided: Keypoints2D | None) -> np.ndarray:
+    """(C, F, 42, 3) first detections -> a copy with each hand ``guided`` re-detected (``redetected``,
+    (C, F, 2)) in its place, hidden joints (score 0) included; same cameras and frames (``made_from``)."""
+    out = np.array(keypoints, copy=True)
+    if guided is None:
+        return out
+    hands = out.reshape(*out.shape[:2], 2, -1, 3)  # (C, F, 2, 21, 3) view of out
+    hands[guided.redetected] = guided.keypoints.reshape(hands.shape)[guided.redetected]
     return out

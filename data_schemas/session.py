@@ -68,6 +68,7 @@ SEQUENCE_DIR = "sequences/{seq}"
 SEQUENCE_VIDEOS = "sequences/{seq}/videos"
 KEYPOINTS2D = "sequences/{seq}/keypoints2d.h5"
 KEYPOINTS2D_MANUAL = "sequences/{seq}/keypoints2d_manual.h5"
+KEYPOINTS2D_GUIDED = "sequences/{seq}/keypoints2d_guided.h5"
 JOINTS3D = "sequences/{seq}/joints3d.h5"
 MANO = "sequences/{seq}/mano.h5"
 QUEUE = "annotation/queue.jsonl"
@@ -82,7 +83,7 @@ GROUND_TRUTH = "ground_truth"
 INPUT_LINKS = (SEQUENCE_VIDEOS,)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 SEQUENCE_OUTPUTS = {"keypoints2d": KEYPOINTS2D, "keypoints2d_manual": KEYPOINTS2D_MANUAL,
-                    "joints3d": JOINTS3D, "mano": MANO}
+                    "keypoints2d_guided": KEYPOINTS2D_GUIDED, "joints3d": JOINTS3D, "mano": MANO}
 
 ARUCO_DICTIONARIES = tuple(
     [f"DICT_{n}X{n}_{k}" for n in (4, 5, 6, 7) for k in (50, 100, 250, 1000)]

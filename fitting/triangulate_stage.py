@@ -3,7 +3,10 @@
 1. read ``sequences/<seq>/keypoints2d.h5`` and ``calibration/calibration.toml``; the cameras
    of the keypoints, in their order, must all be calibrated, at the same image size; the
    points a person placed (``keypoints2d_manual.h5``, from ``handdiffuse merge``) replace the
-   detections there, weighted above them; points further outside their image than half its
+   detections there, weighted above them; where a guided re-detection made from this
+   keypoints2d.h5 is there (``keypoints2d_guided.h5``, from ``handdiffuse redetect``), the hands it
+   re-detected replace the first detection's first (joints hidden by the other hand leave the
+   evidence; a person's points still win); points further outside their image than half its
    size (``data_schemas.keypoints2d.OUTSIDE_MARGIN``: a unit or scale mistake) are left out,
    and counted in the summary
 2. triangulate every frame (``fitting.triangulate``: robust per point, left/right swaps fixed)
@@ -13,8 +16,8 @@
 4. write joints3d.h5 atomically: joints, reprojection error, inlier cameras, the method,
    the cameras, which views had their hands exchanged, the evidence, the inputs' fingerprint
 
-A sequence whose joints3d.h5 has the same fingerprint (keypoints2d.h5, calibration.toml and
-keypoints2d_manual.h5: size and mtime; the options) is skipped.
+A sequence whose joints3d.h5 has the same fingerprint (keypoints2d.h5, calibration.toml,
+keypoints2d_guided.h5 and keypoints2d_manual.h5: size and mtime; the options) is skipped.
 
 ``--frames`` (after ``handdiffuse merge`` put new manual points on them): when joints3d.h5 is
 current apart from the manual points (same keypoints2d.h5, calibration and options), only those
@@ -42,9 +45,11 @@ from data_schemas.errors import SchemaError
 from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
-from data_schemas.keypoints2d import OUTSIDE_MARGIN, Keypoints2D, far_outside, overlay_manual, read_keypoints2d
+from data_schemas.keypoints2d import OUTSIDE_MARGIN, Keypoints2D, far_outside, made_from, overlay_guided, \
+    overlay_manual, read_keypoints2d
 from data_schemas.lock import writing
-from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_MANUAL, SEQUENCE_DIR, Session
+from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, KEYPOINTS2D_GUIDED, KEYPOINTS2D_MANUAL, \
+    SEQUENCE_DIR, Session
 from fitting.triangulate import INLIER_PX, triangulate
 
 LOG = logging.getLogger("handdiffuse")
@@ -88,24 +93,27 @@ class SequenceSummary:
     skipped: bool = False
     outside: int = 0  # found keypoints far outside their image, left out (not counted when skipped)
     spliced: list[int] | None = None  # --frames: the frames triangulated again (None: the whole sequence)
+    guided: int = 0  # (view, hand)s whose first detection a guided re-detection replaced (not counted when skipped)
 
     @staticmethod
     def of(name: str, j: Joints3D, seconds: float, skipped: bool = False, outside: int = 0,
-           spliced: list[int] | None = None) -> "SequenceSummary":
+           spliced: list[int] | None = None, guided: int = 0) -> "SequenceSummary":
         valid = j.valid
         err = float(j.reproj_error[valid].mean()) if valid.any() else float("nan")
         swapped = int(j.swapped.sum()) if j.swapped is not None else 0
         return SequenceSummary(name, len(j.frames), float(valid.mean()) if valid.size else 0.0, err, swapped,
-                               seconds, skipped, outside, spliced)
+                               seconds, skipped, outside, spliced, guided)
 
 
-def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateOptions, manual: Path | None = None) -> str:
-    """What joints3d.h5 depends on, as ``<base>+<manual>``: base = keypoints2d.h5 and calibration.toml
-    (size, mtime) and the options; manual = keypoints2d_manual.h5 (size, mtime), ``-`` without one.
+def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateOptions, manual: Path | None = None,
+                guided: Path | None = None) -> str:
+    """What joints3d.h5 depends on, as ``<base>+<manual>``: base = keypoints2d.h5, calibration.toml and
+    keypoints2d_guided.h5 where there is one (size, mtime) and the options; manual =
+    keypoints2d_manual.h5 (size, mtime), ``-`` without one.
     A frame-subset run needs only the base to match: the manual points change frame by frame, and
     the stored evidence says which."""
     h = hashlib.sha256()
-    for p in (keypoints, calibration):
+    for p in (keypoints, calibration, *([guided] if guided is not None and guided.is_file() else [])):
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TriangulateOptions)}
@@ -138,8 +146,9 @@ def triangulate_session(root: str | Path, cfg: TriangulateConfig | None = None) 
         if not summary.skipped:
             what = f"frames {summary.spliced} spliced into" if summary.spliced is not None else "triangulated"
             LOG.info("%s %s: %d frames, %.1f%% of joints, %.2f px, %d swapped views, %d keypoints far "
-                     "outside the image left out, %.1f s", what, seq, summary.frames, 100 * summary.triangulated,
-                     summary.reproj_px, summary.swapped_views, summary.outside, summary.seconds)
+                     "outside the image left out, %d hands re-detected, %.1f s", what, seq, summary.frames,
+                     100 * summary.triangulated, summary.reproj_px, summary.swapped_views, summary.outside,
+                     summary.guided, summary.seconds)
         summaries.append(summary)
     return summaries
 
@@ -161,12 +170,15 @@ def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: Tr
     kp_path, out = session.path(KEYPOINTS2D, seq=seq), session.path(JOINTS3D, seq=seq)
     if not kp_path.is_file():
         raise SchemaError(kp_path, "file not found; run `handdiffuse detect` first")
-    manual_path = session.path(KEYPOINTS2D_MANUAL, seq=seq)
-    fp = fingerprint(kp_path, calibration, cfg, manual_path)
+    manual_path, guided_path = session.path(KEYPOINTS2D_MANUAL, seq=seq), session.path(KEYPOINTS2D_GUIDED, seq=seq)
+    fp = fingerprint(kp_path, calibration, cfg, manual_path, guided_path)
     if (old := read_if_current(out, read_joints3d, fp)) is not None:
         return SequenceSummary.of(seq, old, time.perf_counter() - t0, skipped=True)
     # 1.
     kp = read_keypoints2d(kp_path)
+    guided = _guided(guided_path, kp, seq)
+    n_guided = int(guided.redetected.sum()) if guided is not None else 0
+    kp = dataclasses.replace(kp, keypoints=overlay_guided(kp.keypoints, guided))  # the first detection, re-detected
     rig = _rig(read_calibration(calibration), kp, seq, calibration)
     # a person's points (handdiffuse merge) over the detections, weighted above them
     manual = read_keypoints2d(manual_path) if manual_path.is_file() else None
@@ -185,7 +197,7 @@ def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: Tr
         j.inputs = fp
         write_joints3d(out, j)
         return SequenceSummary.of(seq, j, time.perf_counter() - t0, outside=int(far.sum()),
-                                  spliced=[int(f) for f in j.spliced])
+                                  spliced=[int(f) for f in j.spliced], guided=n_guided)
     # 2.
     result = triangulate(rig, keypoints, cfg.method, cfg.inlier_px, cfg.min_score, cfg.fix_swaps)
     # 3. + 4.
@@ -193,7 +205,20 @@ def _triangulate_sequence(session: Session, seq: str, calibration: Path, cfg: Tr
                  inputs=fp, cameras=kp.cameras, swapped=result.swapped,
                  keypoints=evidence(kp, result.swapped, manual))
     write_joints3d(out, j)
-    return SequenceSummary.of(seq, j, time.perf_counter() - t0, outside=int(far.sum()))
+    return SequenceSummary.of(seq, j, time.perf_counter() - t0, outside=int(far.sum()), guided=n_guided)
+
+
+def _guided(path: Path, kp: Keypoints2D, seq: str) -> Keypoints2D | None:
+    """keypoints2d_guided.h5 when there is one made from this keypoints2d.h5; one from an earlier
+    detection is left aside, with a log line (``handdiffuse redetect`` makes it again after the fit)."""
+    if not path.is_file():
+        return None
+    guided = read_keypoints2d(path)
+    if made_from(guided, kp):
+        return guided
+    LOG.warning("triangulate %s: %s was made from another keypoints2d.h5 (detect ran since): not used; "
+                "run `handdiffuse redetect` after the fit", seq, path.name)
+    return None
 
 
 def _rig(rig: CameraRig, kp: Keypoints2D, seq: str, calibration: Path) -> CameraRig:

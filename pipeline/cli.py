@@ -17,6 +17,7 @@ import tyro
 
 from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand
 from capture.calibration.stage import CalibrateConfig
+from capture.detect.guided import RedetectConfig
 from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig, QueueConfig
 from fitting.triangulate_stage import TriangulateConfig
@@ -146,6 +147,34 @@ class Detect(DetectConfig):
 
 
 @dataclasses.dataclass
+class Redetect(RedetectConfig):
+    """Detect the hands again in crops from the first fit, the other hand painted over where it is in
+    front -> sequences/<seq>/keypoints2d_guided.h5; then run triangulate and fit again (they use it)."""
+
+    session: tyro.conf.Positional[Path] = Path("sessions/demo")
+    """Session folder."""
+
+    def run(self) -> int:
+        from capture.detect.guided import redetect
+        from pipeline.executors import make_executor
+
+        with make_executor(self.executor, self.workers, self.ray_address, self.ray_temp_dir) as executor:
+            summaries = redetect(self.session, self, executor=executor)
+        for s in summaries:
+            out = self.session / "sequences" / s.name / "keypoints2d_guided.h5"
+            if s.skipped:
+                print(f"{out}: up to date (same detection, fit, videos and options); nothing to do")
+                continue
+            why = ", ".join(f"{k} {v}" for k, v in s.planned.items())
+            reused = f", {s.chunks_reused} of {s.chunks} chunks reused from an interrupted run" \
+                if s.chunks_reused else ""
+            print(f"re-detected {s.name}: {s.crops} hands in {s.views} views planned ({why}) -> {out}: "
+                  f"{s.found} found, {s.hidden} joints hidden by the other hand left out; "
+                  f"{s.crops_per_s:.1f} crops/s, {s.seconds:.1f} s{reused}")
+        return EXIT_OK
+
+
+@dataclasses.dataclass
 class Triangulate(TriangulateConfig):
     """Triangulate 3D joints from the 2D keypoints of every camera -> sequences/<seq>/joints3d.h5."""
 
@@ -163,7 +192,8 @@ class Triangulate(TriangulateConfig):
             what = f"{s.frames} frames" if s.spliced is None else f"frames {_frames(s.spliced)} spliced"
             print(f"triangulated {s.name}: {what} -> {out}: {100 * s.triangulated:.1f}% of joints, "
                   f"reprojection {s.reproj_px:.2f} px, {s.swapped_views} views with the hands exchanged, "
-                  f"{s.outside} keypoints far outside the image left out, {s.seconds:.1f} s")
+                  f"{s.outside} keypoints far outside the image left out, {s.guided} hands re-detected, "
+                  f"{s.seconds:.1f} s")
         return EXIT_OK
 
 
@@ -220,7 +250,7 @@ class Queue(QueueConfig):
 # `mano-convert` work beside them, on the files any of them write and on MANO's own files.
 STAGES: dict[str, type] = {
     "studio": Studio, "calibrate": Calibrate, "detect": Detect, "triangulate": Triangulate, "fit": Fit,
-    "queue": Queue, "annotate": AnnotateCommand, "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
+    "redetect": Redetect, "queue": Queue, "annotate": AnnotateCommand, "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
     "annotation-status": AnnotationStatusCommand, "export": ExportCommand, "stats": StatsCommand,
     "import": ImportCommand, "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
     "report": ReportCommand,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from capture.studio.raster import rasterize
+from hand_model.raster import rasterize
 from capture.studio.render import (OBJECT_LEFT, OBJECT_NONE, OBJECT_RIGHT, Look, SceneTemplate, forearm_mesh,
                                    key_light_visibility, render_view, vertex_normals)
 from capture.studio.scene import view_truth

@@ -443,3 +443,61 @@ def test_stage_splices_frames_into_a_current_file(session):
     write_manual_point(session, 3, 8, 2.0)
     [whole] = triangulate_session(session, TriangulateConfig(method="dlt", frames=[3]))
     assert whole.spliced is None and read_joints3d(out).spliced is None
+
+
+def write_guided(session, keypoints: np.ndarray, redetected: np.ndarray, inputs: str | None = None) -> None:
+    """keypoints2d_guided.h5 holding ``keypoints`` (C, F, 42, 3) for the (view, hand)s ``redetected`` (C, F, 2),
+    made from the sequence's keypoints2d.h5 (or, with ``inputs``, from whatever those name)."""
+    from data_schemas.keypoints2d import Keypoints2D, guided_inputs
+
+    kp = read_keypoints2d(session / "sequences" / SEQ / "keypoints2d.h5")
+    write_keypoints2d(session / "sequences" / SEQ / "keypoints2d_guided.h5",
+                      Keypoints2D(kp.cameras, kp.image_sizes, kp.frames, keypoints, "guided", kp.fps,
+                                  inputs=guided_inputs(kp, "test") if inputs is None else inputs,
+                                  redetected=redetected))
+
+
+def test_stage_takes_the_guided_redetection_over_the_first_detection(session):
+    """The hands keypoints2d_guided.h5 re-detected replace the first detection's (its hidden joints, score 0,
+    leave the evidence); elsewhere the first detection stands; a person's points still win; a guided file
+    from another keypoints2d.h5 is not used."""
+    from data_schemas.keypoints2d import MANUAL_WEIGHT
+
+    path = session / "sequences" / SEQ / "keypoints2d.h5"
+    kp = read_keypoints2d(path)
+    truth = kp.keypoints.copy()
+    seen = truth[..., 2] > 0
+    clicked = int(np.argmax(seen[2:5, 1, :21].sum(axis=0) >= 2))  # a left joint of frame 1 two guided views see
+    write_manual_point(session, 1, clicked, 2.0)
+    kp.keypoints[2:, :, :21] = [np.nan, np.nan, 0.0]  # the first detection missed the left hand in 6 of 8 cameras
+    write_keypoints2d(path, kp)
+    [before] = triangulate_session(session)
+    j0 = read_joints3d(session / "sequences" / SEQ / "joints3d.h5")
+    guided = np.full(truth.shape, np.nan, np.float32)
+    guided[..., 2] = 0.0
+    guided[2:5, :, :21] = truth[2:5, :, :21]  # re-detected in three of them
+    guided[2, :, 8] = [np.nan, np.nan, 0.0]  # the index tip hidden by the other hand there
+    redetected = np.zeros(truth.shape[:2] + (2,), bool)
+    redetected[2:5, :, 0] = True
+    write_guided(session, guided, redetected)
+    [after] = triangulate_session(session)
+    j = read_joints3d(session / "sequences" / SEQ / "joints3d.h5")
+    assert not after.skipped and after.guided == 12 and before.guided == 0
+    left = seen[:2, :, :21].sum(axis=0) + seen[2:5, :, :21].sum(axis=0) - seen[2, :, 8][:, None] * np.eye(21)[8]
+    left[1, clicked] = seen[:, 1, clicked].sum()  # the person clicked it wherever it shows
+    assert (j.n_cameras[:, :21] == np.where(left >= 2, left, 0)).all()
+    assert (j.n_cameras[:, :21] > j0.n_cameras[:, :21]).any()
+    assert j.keypoints[2, :, 8, 2].max() == 0  # hidden by the other hand
+    assert np.isin(j.keypoints[5:, :, :21, 2], (0.0, MANUAL_WEIGHT)).all()  # not re-detected: a person's point only
+    placed = j.keypoints[..., 2] == MANUAL_WEIGHT
+    ok = ~placed[3:5, :, :21]
+    np.testing.assert_array_equal(j.keypoints[3:5, :, :21][ok], truth[3:5, :, :21][ok])
+    assert (np.argwhere(placed)[:, 1:] == (1, clicked)).all() and placed[2:5].any()  # a person's point wins
+    assert triangulate_session(session)[0].skipped
+    write_guided(session, guided, redetected, inputs="another detection>test")
+    [stale] = triangulate_session(session)
+    assert not stale.skipped and stale.guided == 0
+    first = seen[:2, :, :21].sum(axis=0)
+    first[1, clicked] = seen[:, 1, clicked].sum()
+    np.testing.assert_array_equal(read_joints3d(session / "sequences" / SEQ / "joints3d.h5").n_cameras[:, :21],
+                                  np.where(first >= 2, first, 0))

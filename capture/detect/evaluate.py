@@ -79,3 +79,28 @@ def _mean_distance(hand: np.ndarray, true: np.ndarray) -> float:
     if ok.sum() < 11:  # at least half the hand
         return float("inf")
     return float(np.linalg.norm(hand[ok, :2] - true[ok], axis=1).mean())
+
+
+def score_overlapping(kp: Keypoints2D, truth: Keypoints2D, match_fraction: float = 0.35) -> DetectionScore:
+    """The DetectionScore over the views where the two hands' true joint boxes overlap (each hand counted
+    where it lies wholly in the image, covered or not): where re-detection guided by the fit is for."""
+    common, i_kp, i_gt = np.intersect1d(kp.frames, truth.frames, return_indices=True)
+    s = DetectionScore()
+    for c, cam in enumerate(kp.cameras):
+        g = truth.cameras.index(cam)
+        W, H = truth.image_sizes[g]
+        det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)  # (F, side, joint, xys)
+        true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
+        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+        lo, hi = true.min(axis=2), true.max(axis=2)  # (F, 2, 2)
+        overlap = (np.minimum(hi[:, 0], hi[:, 1]) > np.maximum(lo[:, 0], lo[:, 1])).all(axis=-1)  # (F,)
+        size = np.linalg.norm(hi - lo, axis=-1)  # (F, 2)
+        for f, h in zip(*np.nonzero(inside & overlap[:, None])):
+            s.eligible += 1
+            dist = [_mean_distance(det[f, side], true[f, h]) for side in range(2)]
+            if dist[h] < match_fraction * size[f, h]:
+                s.detected += 1
+                s.errors_px.append(dist[h] * REFERENCE_HEIGHT / H)
+            elif dist[1 - h] < match_fraction * size[f, h]:
+                s.swapped += 1
+    return s

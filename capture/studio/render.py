@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from capture.studio.raster import rasterize
+from hand_model.raster import rasterize
 from data_schemas.calibration import Camera
 
 # Skin reflectance, linear RGB, light to dark (dorsal); palms are lighter and pinker.

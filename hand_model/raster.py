@@ -1,4 +1,4 @@
-"""A z-buffer triangle rasterizer (the studio's renderer core), compiled with numba.
+"""A z-buffer triangle rasterizer (the studio's renderer core; the fitted hands' visibility), compiled with numba.
 
 Pixel centres are at integer coordinates (OpenCV's convention: pixel (row i, column j)
 covers [j - 0.5, j + 0.5] x [i - 0.5, i + 0.5]). Vertices come already projected to
