@@ -89,12 +89,12 @@ detect: calibrate
 triangulate: detect
 fit: triangulate
 redetect: fit
-queue: fit
-annotate: fit
+queue: redetect
+annotate: redetect
 merge: $(SESSION)/session.toml
 annotation-status: $(SESSION)/session.toml
 annotate-stop: $(SESSION)/session.toml
-export: fit
+export: redetect
 stats: export
 train: export
 sample: train
