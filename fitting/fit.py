@@ -18,7 +18,8 @@ Energy (sums over a frame's joints, averaged over frames; ``energy`` in ``_optim
       + wvel  sum rho(|J_t - J_t-1|^2 / svel^2) + wacc sum rho(|J_t+1 - 2 J_t + J_t-1|^2 / sacc^2)
       + wpen  sum relu(depth of a surface point inside the other hand - allowance)^2 / spen^2  (stage 4)
 
-v_j: the joint was triangulated; c_cj: detection score; n_c: views per joint (so a
+v_j: the joint was triangulated, times the landmark's weight (``weigh_landmarks``); c_cj: detection
+score, times the same weight; n_c: views per joint (so a
 joint counts once, as in 3D); rho(u) = u / (1 + u) (Geman-McClure: outlier detections
 the triangulation let through, or a broken neighbouring frame, pull with bounded
 force); s2d_c = ``sigma_2d`` x the image height.
@@ -115,6 +116,9 @@ class FitOptions:
     """Surface points per hand in the penetration term."""
     contact_distance: float = 0.02
     """Frames whose hands' joints come closer than this (m) get the contact stage."""
+    weigh_landmarks: bool = True
+    """With a landmark definition, weigh each landmark's data terms by 1 / its fitted residual^2
+    (normalised to mean 1): a detector's noisy points (MediaPipe's wrist) pull less."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda"."""
 
@@ -280,6 +284,7 @@ def fit_sequence(model: HandModel, inputs: FitInputs, opts: FitOptions | None = 
         rest = layer.landmarks(z, torch.zeros(1, 2, 45, device=dev), betas_t, z)[0].cpu().numpy()  # (2, 21, 3)
         wrist = layer(z, torch.zeros(1, 2, 45, device=dev), betas_t, z)[0, :, 0].cpu().numpy()  # (2, 3)
     rig = TorchRig.of(inputs.rig, dev) if inputs.rig is not None and inputs.keypoints is not None else None
+    weight = landmark_weights(landmarks) if landmarks is not None and opts.weigh_landmarks else np.ones((2, 21))
     F = len(inputs.joints3d)
     out = {k: np.zeros((F, 2, n)) for k, n in (("global_orient", 3), ("hand_pose", 45), ("transl", 3))}
     joints = np.zeros((F, 2, N_HAND_JOINTS, 3))
@@ -293,7 +298,8 @@ def fit_sequence(model: HandModel, inputs: FitInputs, opts: FitOptions | None = 
         if previous is not None and start > 0:
             pose[:] = out["hand_pose"][start - 1]  # warm start of the pose from the previous chunk's last frame
         kp = inputs.keypoints[:, sl] if rig is not None else None
-        o, p, t, j, lm = _optimise(model, layer, rig, betas_t, inputs.joints3d[sl], kp, orient, pose, transl, opts)
+        o, p, t, j, lm = _optimise(model, layer, rig, betas_t, inputs.joints3d[sl], kp, orient, pose, transl, opts,
+                                   weight)
         out["global_orient"][sl], out["hand_pose"][sl], out["transl"][sl], joints[sl], points[sl] = o, p, t, j, lm
         previous = (o[-1], t[-1])
     return FitResult(betas.astype(np.float32), out["global_orient"].astype(np.float32),
@@ -301,7 +307,14 @@ def fit_sequence(model: HandModel, inputs: FitInputs, opts: FitOptions | None = 
                      points.astype(np.float32))
 
 
-def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, transl, opts: FitOptions):
+def landmark_weights(definition: LandmarkDefinition) -> np.ndarray:
+    """(2, 21) each landmark's weight in the data terms: 1 / its fitted residual^2, mean 1 per hand."""
+    r = np.maximum(np.nan_to_num(definition.residual_px.astype(np.float64), nan=np.inf), 1e-3)
+    w = np.where(np.isfinite(r), 1 / r ** 2, 0.0)
+    return w / np.maximum(w.mean(1, keepdims=True), 1e-12)
+
+
+def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, transl, opts: FitOptions, weight):
     dev = betas.device
 
     def T(a):
@@ -310,13 +323,15 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     B = len(joints3d)
     X = T(np.nan_to_num(joints3d)).reshape(B, 2, N_HAND_JOINTS, 3)
     v = T(np.isfinite(joints3d).all(-1)).reshape(B, 2, N_HAND_JOINTS)  # (B, 2, 21)
+    w = T(weight)  # (2, 21) per landmark
     if keypoints is not None:
         x2d = T(np.nan_to_num(keypoints[..., :2])).reshape(-1, B, 2, N_HAND_JOINTS, 2)  # (C, B, 2, 21, 2)
         c2d = T(keypoints[..., 2]).reshape(-1, B, 2, N_HAND_JOINTS)  # (C, B, 2, 21)
-        s2d = (opts.sigma_2d * rig.height).reshape(-1, 1, 1, 1)
         n2d = c2d.sum().clamp(min=1.0)
+        c2d = c2d * w
+        s2d = (opts.sigma_2d * rig.height).reshape(-1, 1, 1, 1)
     # 3a. per frame Levenberg-Marquardt on the 3D joints and the limits: frames are independent here
-    orient, pose, transl = lm_pose(model, layer, betas, X, v, T(orient), T(pose), T(transl), opts)
+    orient, pose, transl = lm_pose(model, layer, betas, X, v * w.sqrt(), T(orient), T(pose), T(transl), opts)
     go, hp, tr = (a.detach().clone().requires_grad_(True) for a in (orient, pose, transl))
     # A hand without a triangulated palm stays as lm_pose filled it in: its 2D and temporal terms
     # alone are robust (bounded), and sliding it along a camera ray far away can lower them.
@@ -325,7 +340,7 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     def energy(J: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Every term a sum over a frame's joints, divided by the chunk's frame count. J holds the
         frames ``idx`` (sorted; None: all); the temporal terms take the consecutive ones among them."""
-        Xs, vs = (X, v) if idx is None else (X[idx], v[idx])
+        Xs, vs = (X, v * w) if idx is None else (X[idx], v[idx] * w)
         e = opts.w3d * (vs * ((J - Xs) ** 2).sum(-1)).sum() / opts.sigma_3d ** 2
         if keypoints is not None:
             xs, cs = (x2d, c2d) if idx is None else (x2d[:, idx], c2d[:, idx])
