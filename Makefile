@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 STAGES := studio calibrate detect triangulate fit redetect queue annotate merge export stats train sample evaluate report
 
-.PHONY: help setup browser test test-slow demo eval-demo all validate bench hand-model hand-model-render clean-venv \
+.PHONY: help setup browser test test-slow demo eval-demo all validate bench hand-model hand-model-render landmarks clean-venv \
 	$(STAGES) annotation-status annotate-stop
 
 help:
@@ -37,6 +37,8 @@ help:
 	@echo "make annotation-status SESSION=dir  queued / in Label Studio / annotated / merged"
 	@echo "make hand-model            regenerate the bundled open hand model (hand_model/data)"
 	@echo "make hand-model-render     draw it at rest and in 6 sampled poses -> docs/hand_model.png"
+	@echo "make landmarks             refit MediaPipe's landmarks on the hand model from studio renders"
+	@echo "                           -> capture/detect/landmarks/mediapipe.h5 (a few minutes)"
 
 setup: $(STAMP)
 
@@ -134,6 +136,10 @@ eval-demo: export
 # The open hand model's files are committed; this rebuilds them (deterministic, ~10 s).
 hand-model: $(STAMP)
 	$(BIN)/python -m hand_model.generate --out hand_model/data
+
+# MediaPipe's landmarks on the hand model, from studio renders with ground truth (committed; ~4 min on 2 cores).
+landmarks: $(STAMP)
+	$(HD) landmarks $(ARGS)
 
 hand-model-render: $(STAMP)
 	mkdir -p docs

@@ -165,6 +165,12 @@ def read_keypoints2d(path: str | Path) -> Keypoints2D:
     return kp
 
 
+def read_detector(path: str | Path) -> str:
+    """The ``detector`` attribute alone (which landmarks the keypoints are), without reading the points."""
+    with h5io.open_checked(path, FORMAT, VERSION, PRODUCED_BY) as f:
+        return h5io.attr_str(f, "detector", path)
+
+
 def overlay_manual(keypoints: np.ndarray, cameras: list[str], frames: np.ndarray, manual: Keypoints2D | None,
                    weight: float = MANUAL_WEIGHT) -> np.ndarray:
     """(C, F, 42, 3) detections of ``cameras`` x ``frames`` -> a copy with the points a person placed

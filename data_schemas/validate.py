@@ -16,7 +16,7 @@ from pathlib import Path
 
 import h5py
 
-from data_schemas import h5io, joints3d, keypoints2d, mano, manifest, shard
+from data_schemas import h5io, joints3d, keypoints2d, landmarks, mano, manifest, shard
 from data_schemas.calibration import read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.queue import read_queue
@@ -64,6 +64,10 @@ def _check_h5(path: Path) -> tuple[str, str]:
         m = mano.read_mano(path)
         return "mano", (f"{len(m.frames)} frames, hand model {m.hand_model}, "
                         f"{m.quality.failed.any(axis=1).sum()} frames failed")
+    if fmt == landmarks.FORMAT:
+        d = landmarks.read_landmarks(path)
+        return "landmarks", (f"detector {d.detector} on hand model {d.hand_model}, {d.weights.shape[-1]} vertices "
+                             f"per landmark, residual {float(d.residual_px.mean()):.2f} px (mean over landmarks of the median)")
     if fmt == shard.FORMAT:
         with shard.ShardReader(path) as r:
             problems = r.verify()

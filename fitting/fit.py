@@ -5,6 +5,11 @@ per frame ``global_orient`` (F, 2, 3), ``hand_pose`` (F, 2, 45), ``transl`` (F, 
 All frames of a chunk are solved together (torch, CPU or CUDA), with the hand model's
 joints from ``JointsLayer`` (no full surface).
 
+The data terms compare like with like: the triangulated points and the detections are the
+detector's landmarks, so the model's side of them is its *landmarks* J_j (``landmarks``: the
+detector's definition on the hand model's surface, ``data_schemas.landmarks``; without one the
+joints themselves). The result's ``joints`` are the model's skeleton joints all the same.
+
 Energy (sums over a frame's joints, averaged over frames; ``energy`` in ``_optimise``):
 
     E = w3d   sum_j  v_j |J_j - X_j|^2 / s3d^2                        3D joints vs triangulation
@@ -13,7 +18,8 @@ Energy (sums over a frame's joints, averaged over frames; ``energy`` in ``_optim
       + wvel  sum rho(|J_t - J_t-1|^2 / svel^2) + wacc sum rho(|J_t+1 - 2 J_t + J_t-1|^2 / sacc^2)
       + wpen  sum relu(depth of a surface point inside the other hand - allowance)^2 / spen^2  (stage 4)
 
-v_j: the joint was triangulated; c_cj: detection score; n_c: views per joint (so a
+v_j: the joint was triangulated, times the landmark's weight (``weigh_landmarks``); c_cj: detection
+score, times the same weight; n_c: views per joint (so a
 joint counts once, as in 3D); rho(u) = u / (1 + u) (Geman-McClure: outlier detections
 the triangulation let through, or a broken neighbouring frame, pull with bounded
 force); s2d_c = ``sigma_2d`` x the image height.
@@ -52,12 +58,12 @@ import torch
 
 from data_schemas.calibration import CameraRig
 from data_schemas.camera_model import matrix_to_rodrigues, rodrigues_to_matrix_torch, to_pixels_torch
-from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS, OURS_OF_MANO21
+from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
+from data_schemas.landmarks import LandmarkDefinition
 from hand_model.joints_layer import JointsLayer
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
 PALM = [0, 1, 5, 9, 13, 17]  # wrist and the five finger bases (ours): nearly rigid
-PALM_MANO21 = [OURS_OF_MANO21.index(j) for j in PALM]  # the same joints in MANO-21 order (lm_pose)
 
 
 @dataclass
@@ -110,6 +116,9 @@ class FitOptions:
     """Surface points per hand in the penetration term."""
     contact_distance: float = 0.02
     """Frames whose hands' joints come closer than this (m) get the contact stage."""
+    weigh_landmarks: bool = True
+    """With a landmark definition, weigh each landmark's data terms by 1 / its fitted residual^2
+    (normalised to mean 1): a detector's noisy points (MediaPipe's wrist) pull less."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda"."""
 
@@ -133,6 +142,7 @@ class FitResult:
     hand_pose: np.ndarray  # (F, 2, 45)
     transl: np.ndarray  # (F, 2, 3)
     joints: np.ndarray  # (F, 2, 21, 3) the fitted model's joints, ours
+    landmarks: np.ndarray  # (F, 2, 21, 3) the fitted model's landmarks (the joints without a definition)
 
 
 def _device(name: str) -> torch.device:
@@ -191,7 +201,7 @@ def fit_shape(layer: JointsLayer, joints3d: np.ndarray, symmetry: float = 1.0, i
     with torch.no_grad():
         unit = torch.cat([torch.zeros(1, 10), torch.eye(10)]).to(dev)[:, None].expand(-1, 2, -1)  # (11, 2, 10)
         zeros = torch.zeros(11, 2, 3, device=dev)
-        rest = layer(zeros, torch.zeros(11, 2, 45, device=dev), unit, zeros)  # (11, 2, 21, 3)
+        rest = layer.landmarks(zeros, torch.zeros(11, 2, 45, device=dev), unit, zeros)  # (11, 2, 21, 3)
         A0, dA = rest[0], (rest[1:] - rest[:1]).permute(1, 2, 3, 0)  # (2, 21, 3), (2, 21, 3, 10)
     betas = torch.zeros(2, 10, device=dev, requires_grad=True)
     opt = torch.optim.LBFGS([betas], max_iter=iterations, line_search_fn="strong_wolfe")
@@ -226,10 +236,11 @@ def kabsch(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return R, md - np.einsum("nab,nb->na", R, ms)
 
 
-def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shaped flat hands (2, 21, 3) + (F, 42, 3) joints -> global_orient (F, 2, 3), transl (F, 2, 3),
-    and which (frame, hand) had a palm to fit (F, 2). The root rotates about the wrist J0:
+def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None = None,
+                wrist: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shaped flat hands' landmarks (2, 21, 3) + (F, 42, 3) triangulated ones -> global_orient (F, 2, 3),
+    transl (F, 2, 3), and which (frame, hand) had a palm to fit (F, 2). The root rotates about the
+    wrist joint J0 (``wrist`` (2, 3); default: the landmarks' wrist, when they are the joints):
     a rest point x goes to R (x - J0) + J0 + transl."""
     F = len(joints3d)
     J = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
@@ -241,7 +252,7 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
         fitted[:, h] = ok.sum(1) >= 3
         src = np.broadcast_to(rest[h, PALM], palm.shape)
         R, t = kabsch(src, np.nan_to_num(palm), ok.astype(float))
-        J0 = rest[h, 0]
+        J0 = rest[h, 0] if wrist is None else wrist[h]
         orient[:, h] = matrix_to_rodrigues(R)
         transl[:, h] = t - J0 + np.einsum("nab,b->na", R, J0)
         # warm start: frames without a palm take the nearest fitted frame's (or the previous chunk's)
@@ -258,39 +269,52 @@ def init_global(rest: np.ndarray, joints3d: np.ndarray, previous: tuple[np.ndarr
 # --- 3. + 4. pose and contact -------------------------------------------------------------------
 
 def fit_sequence(model: HandModel, inputs: FitInputs, opts: FitOptions | None = None,
-                 betas: np.ndarray | None = None) -> FitResult:
-    """Fit a whole sequence in chunks of ``opts.chunk_frames``; ``betas`` given = keep that shape."""
+                 betas: np.ndarray | None = None, landmarks: LandmarkDefinition | None = None) -> FitResult:
+    """Fit a whole sequence in chunks of ``opts.chunk_frames``; ``betas`` given = keep that shape;
+    ``landmarks``: the detector's definition on the model (checked by the caller), None: the joints."""
     opts = opts or FitOptions()
     dev = _device(opts.device)
-    layer = JointsLayer(model).to(dev)
+    layer = JointsLayer(model, landmarks=landmarks).to(dev)
     # 1.
     if betas is None:
         betas = fit_shape(layer, inputs.joints3d, opts.bone_symmetry)
     betas_t = torch.as_tensor(betas, dtype=torch.float32, device=dev)
     with torch.no_grad():
         z = torch.zeros(1, 2, 3, device=dev)
-        rest = layer(z, torch.zeros(1, 2, 45, device=dev), betas_t, z)[0].cpu().numpy()  # (2, 21, 3)
+        rest = layer.landmarks(z, torch.zeros(1, 2, 45, device=dev), betas_t, z)[0].cpu().numpy()  # (2, 21, 3)
+        wrist = layer(z, torch.zeros(1, 2, 45, device=dev), betas_t, z)[0, :, 0].cpu().numpy()  # (2, 3)
     rig = TorchRig.of(inputs.rig, dev) if inputs.rig is not None and inputs.keypoints is not None else None
+    weight = landmark_weights(landmarks) if landmarks is not None and opts.weigh_landmarks else np.ones((2, 21))
     F = len(inputs.joints3d)
     out = {k: np.zeros((F, 2, n)) for k, n in (("global_orient", 3), ("hand_pose", 45), ("transl", 3))}
     joints = np.zeros((F, 2, N_HAND_JOINTS, 3))
+    points = np.zeros((F, 2, N_HAND_JOINTS, 3))
     previous = None
     for start in range(0, F, opts.chunk_frames):
         sl = slice(start, min(F, start + opts.chunk_frames))
         # 2.
-        orient, transl, _ = init_global(rest, inputs.joints3d[sl], previous)
+        orient, transl, _ = init_global(rest, inputs.joints3d[sl], previous, wrist)
         pose = np.zeros((sl.stop - sl.start, 2, 45))
         if previous is not None and start > 0:
             pose[:] = out["hand_pose"][start - 1]  # warm start of the pose from the previous chunk's last frame
         kp = inputs.keypoints[:, sl] if rig is not None else None
-        o, p, t, j = _optimise(model, layer, rig, betas_t, inputs.joints3d[sl], kp, orient, pose, transl, opts)
-        out["global_orient"][sl], out["hand_pose"][sl], out["transl"][sl], joints[sl] = o, p, t, j
+        o, p, t, j, lm = _optimise(model, layer, rig, betas_t, inputs.joints3d[sl], kp, orient, pose, transl, opts,
+                                   weight)
+        out["global_orient"][sl], out["hand_pose"][sl], out["transl"][sl], joints[sl], points[sl] = o, p, t, j, lm
         previous = (o[-1], t[-1])
     return FitResult(betas.astype(np.float32), out["global_orient"].astype(np.float32),
-                     out["hand_pose"].astype(np.float32), out["transl"].astype(np.float32), joints.astype(np.float32))
+                     out["hand_pose"].astype(np.float32), out["transl"].astype(np.float32), joints.astype(np.float32),
+                     points.astype(np.float32))
 
 
-def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, transl, opts: FitOptions):
+def landmark_weights(definition: LandmarkDefinition) -> np.ndarray:
+    """(2, 21) each landmark's weight in the data terms: 1 / its fitted residual^2, mean 1 per hand."""
+    r = np.maximum(np.nan_to_num(definition.residual_px.astype(np.float64), nan=np.inf), 1e-3)
+    w = np.where(np.isfinite(r), 1 / r ** 2, 0.0)
+    return w / np.maximum(w.mean(1, keepdims=True), 1e-12)
+
+
+def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, transl, opts: FitOptions, weight):
     dev = betas.device
 
     def T(a):
@@ -299,13 +323,15 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     B = len(joints3d)
     X = T(np.nan_to_num(joints3d)).reshape(B, 2, N_HAND_JOINTS, 3)
     v = T(np.isfinite(joints3d).all(-1)).reshape(B, 2, N_HAND_JOINTS)  # (B, 2, 21)
+    w = T(weight)  # (2, 21) per landmark
     if keypoints is not None:
         x2d = T(np.nan_to_num(keypoints[..., :2])).reshape(-1, B, 2, N_HAND_JOINTS, 2)  # (C, B, 2, 21, 2)
         c2d = T(keypoints[..., 2]).reshape(-1, B, 2, N_HAND_JOINTS)  # (C, B, 2, 21)
-        s2d = (opts.sigma_2d * rig.height).reshape(-1, 1, 1, 1)
         n2d = c2d.sum().clamp(min=1.0)
+        c2d = c2d * w
+        s2d = (opts.sigma_2d * rig.height).reshape(-1, 1, 1, 1)
     # 3a. per frame Levenberg-Marquardt on the 3D joints and the limits: frames are independent here
-    orient, pose, transl = lm_pose(model, layer, betas, X, v, T(orient), T(pose), T(transl), opts)
+    orient, pose, transl = lm_pose(model, layer, betas, X, v * w.sqrt(), T(orient), T(pose), T(transl), opts)
     go, hp, tr = (a.detach().clone().requires_grad_(True) for a in (orient, pose, transl))
     # A hand without a triangulated palm stays as lm_pose filled it in: its 2D and temporal terms
     # alone are robust (bounded), and sliding it along a camera ray far away can lower them.
@@ -314,7 +340,7 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     def energy(J: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Every term a sum over a frame's joints, divided by the chunk's frame count. J holds the
         frames ``idx`` (sorted; None: all); the temporal terms take the consecutive ones among them."""
-        Xs, vs = (X, v) if idx is None else (X[idx], v[idx])
+        Xs, vs = (X, v * w) if idx is None else (X[idx], v[idx] * w)
         e = opts.w3d * (vs * ((J - Xs) ** 2).sum(-1)).sum() / opts.sigma_3d ** 2
         if keypoints is not None:
             xs, cs = (x2d, c2d) if idx is None else (x2d[:, idx], c2d[:, idx])
@@ -339,14 +365,14 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
 
     def closure():
         opt.zero_grad()
-        e = energy(layer(go, hp, betas, tr)) + opts.w_limits * (model.limit_violation(hp) ** 2).sum() / B
+        e = energy(layer.landmarks(go, hp, betas, tr)) + opts.w_limits * (model.limit_violation(hp) ** 2).sum() / B
         e.backward()
         for a in (go, hp, tr):
             a.grad *= 1 - held
         return e
 
     opt.step(closure)
-    # 4.
+    # 4. (hands close by their joints: the landmarks may sit on the skin, or off it)
     with torch.no_grad():
         J = layer(go, hp, betas, tr)
         gap = torch.cdist(J[:, 0], J[:, 1]).flatten(1).min(1).values  # (B,)
@@ -357,8 +383,9 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
         for a in (go, hp, tr):  # the held hands follow their neighbours' final values
             fill_between(a, held[..., 0] == 0)
         J = layer(go, hp, betas, tr)
+        L = layer.landmarks(go, hp, betas, tr)
     return (go.detach().cpu().numpy(), hp.detach().cpu().numpy(), tr.detach().cpu().numpy(),
-            J.cpu().numpy())
+            J.cpu().numpy(), L.cpu().numpy())
 
 
 def _skew(v: torch.Tensor) -> torch.Tensor:
@@ -376,33 +403,17 @@ def right_jacobian(theta: torch.Tensor) -> torch.Tensor:
     return eye - (1 - torch.cos(phi)) / phi ** 2 * K + (phi - torch.sin(phi)) / phi ** 3 * (K @ K)
 
 
-def _ancestors() -> np.ndarray:
-    """(21, 16) bool, MANO-21 order: joint k's rotation moves point j (k a strict ancestor of
-    joint j; a fingertip moves with its finger's last joint and that joint's ancestors)."""
-    from data_schemas.keypoints import MANO_PARENTS
-
-    A = np.zeros((21, 16), bool)
-    for j in range(16):
-        k = MANO_PARENTS[j]
-        while k >= 0:
-            A[j, k] = True
-            k = MANO_PARENTS[k]
-    for tip, last in zip(range(16, 21), (15, 3, 6, 12, 9)):  # thumb index middle ring pinky tips
-        A[tip] = A[last]
-        A[tip, last] = True
-    return A
-
-
 def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
     """Batched Levenberg-Marquardt, one small problem per frame and hand: 51 unknowns
-    (orientation, 15 joint rotations, translation), residuals = 3D joint offsets / sigma_3d
-    (triangulated joints) and sqrt(w_limits) x the angles outside the joint limits.
+    (orientation, 15 joint rotations, translation), residuals = 3D landmark offsets / sigma_3d
+    (triangulated landmarks) and sqrt(w_limits) x the angles outside the joint limits.
 
-    Jacobian in closed form: turning joint k by a small world-axis rotation a moves a point
-    j it carries by a x (p_j - p_k); with R_k = R(theta_k), a = G_k Jr(theta_k) d theta_k (G_k
-    the joint's world rotation, Jr the right Jacobian of SO(3)). Fingertips are taken as
-    rigid on their last joint, pose correctives are left out of the Jacobian (not of the
-    residual): the step is approximate, the accepted cost exact. Each problem keeps its own
+    Jacobian in closed form: turning joint k by a small world-axis rotation a moves a landmark
+    l by a x lever_lk (``JointsLayer.landmarks``: p_l - p_k for a point rigid on a joint below k;
+    a blend for a landmark on the skin); with R_k = R(theta_k), a = G_k Jr(theta_k) d theta_k (G_k
+    the joint's world rotation, Jr the right Jacobian of SO(3)). Without a definition fingertips
+    are taken as rigid on their last joint; pose correctives are left out of the Jacobian (not of
+    the residual): the step is approximate, the accepted cost exact. Each problem keeps its own
     damping lambda.
 
     1. coarse to fine in time (``_coarse_to_fine``)
@@ -411,7 +422,7 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
     """
     lm = _PoseLM(model, layer, betas, X, v, opts)
     # (frame, hand)s without a triangulated palm keep their warm start (init_global)
-    palm = (lm.wm[:, :, PALM_MANO21, 0] > 0).sum(-1) >= 3  # (B, 2)
+    palm = (lm.wm[:, :, PALM, 0] > 0).sum(-1) >= 3  # (B, 2)
     theta = torch.cat([orient, pose, transl], dim=2)  # (B, 2, 51)
     cost = _coarse_to_fine(lm, theta, palm, opts)  # 1.
     _restart_stuck(lm, theta, cost, palm, opts)  # 2.
@@ -420,46 +431,43 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
 
 
 class _PoseLM:
-    """``lm_pose``'s problems: the targets in MANO-21 order, the residuals, their normal equations
-    and the damped solve."""
+    """``lm_pose``'s problems: the targets (our order), the residuals, their normal equations and the
+    damped solve."""
 
     def __init__(self, model, layer, betas, X, v, opts: FitOptions):
         from hand_model import pose_prior
 
         self.layer, self.betas, self.opts = layer, betas, opts
         self.dev, self.dt = dev, dt = X.device, X.dtype
-        self.pj, self.pk = (torch.as_tensor(i, device=dev) for i in np.nonzero(_ancestors()))  # (P,) pairs: k moves j
+        self.pl, self.pk = layer.pair_landmark, layer.pair_joint  # (P,) pairs: turning joint k moves landmark l
         k3 = 3 + 3 * np.arange(15)[:, None, None]  # the 3x3 diagonal blocks of the hand-pose columns
         self.block_r, self.block_c = (torch.as_tensor(np.broadcast_to(i, (15, 3, 3)).ravel(), device=dev)
                                       for i in (k3 + np.arange(3)[:, None], k3 + np.arange(3)[None, :]))
-        self.to_mano = list(OURS_OF_MANO21)
         self.w_lim = opts.w_limits ** 0.5
         frames = torch.as_tensor(model.frames, dtype=dt, device=dev)  # (15, 3, 3) right hand
         self.lo, self.hi = (torch.as_tensor(x * pose_prior.DEG, dtype=dt, device=dev) for x in pose_prior.limits_deg())
         mirror = torch.as_tensor(np.stack([AXIS_ANGLE_MIRROR, np.ones(45)]), dtype=dt, device=dev).reshape(2, 15, 3)
         self.L = frames.transpose(1, 2) * mirror[:, :, None, :]  # (2, 15, 3, 3): angles_k = L_k theta_k, left, right
-        self.Xm = X[:, :, self.to_mano]  # (B, 2, 21, 3) MANO-21 order
-        self.wm = (v[:, :, self.to_mano] / opts.sigma_3d)[..., None]  # (B, 2, 21, 1)
+        self.Xm = X  # (B, 2, 21, 3)
+        self.wm = (v / opts.sigma_3d)[..., None]  # (B, 2, 21, 1)
         self.eye = torch.eye(51, dtype=dt, device=dev)
 
     def residual(self, theta, Xs, ws):
-        """theta (K, 2, 51) -> residuals (K, 2, 63 + 45), joints (K, 2, 21, 3), rotations, angles."""
+        """theta (K, 2, 51) -> residuals (K, 2, 63 + 45), the pairs' levers (K, 2, P, 3), rotations, angles."""
         K = len(theta)
-        J = self.layer(theta[..., :3], theta[..., 3:48], self.betas, theta[..., 48:])
-        J = J[:, :, self.to_mano]  # (K, 2, 21, 3)
+        J, lever = self.layer.landmarks(theta[..., :3], theta[..., 3:48], self.betas, theta[..., 48:], levers=True)
         angles = torch.einsum("hkab,nhkb->nhka", self.L, theta[..., 3:48].reshape(K, 2, 15, 3))  # (K, 2, 15, 3)
         limits = torch.relu(angles - self.hi) + torch.relu(self.lo - angles)
         r = torch.cat([((J - Xs) * ws).reshape(K, 2, 63), self.w_lim * limits.reshape(K, 2, 45)], dim=2)
-        return r, J, self.layer.last_rotations, angles
+        return r, lever, self.layer.last_rotations, angles
 
-    def normal_equations(self, theta, J, G, angles, ws, r):  # -> J^T J (K, 2, 51, 51), J^T r (K, 2, 51)
-        K, dt, dev, pj, pk = len(theta), self.dt, self.dev, self.pj, self.pk
+    def normal_equations(self, theta, lever, G, angles, ws, r):  # -> J^T J (K, 2, 51, 51), J^T r (K, 2, 51)
+        K, dt, dev, pl, pk = len(theta), self.dt, self.dev, self.pl, self.pk
         rot = torch.cat([theta[..., :3], theta[..., 3:48]], dim=2).reshape(K, 2, 16, 3)
         axes = (G @ right_jacobian(rot))[:, :, pk].transpose(-1, -2)  # (K, 2, P, 3 axis, 3 xyz) of each pair's k
-        lever = J[:, :, pj] - J[:, :, pk]  # (K, 2, P, 3): p_j - p_k
         d = torch.cross(axes, lever[:, :, :, None].expand_as(axes), dim=-1)  # (K, 2, P, axis, xyz)
         Jp = torch.zeros(K, 2, 21, 3, 16, 3, dtype=dt, device=dev)
-        Jp[:, :, pj, :, pk, :] = d.permute(2, 0, 1, 4, 3)  # rows (j, xyz), cols (k, axis); the pair axis goes first
+        Jp[:, :, pl, :, pk, :] = d.permute(2, 0, 1, 4, 3)  # rows (l, xyz), cols (k, axis); the pair axis goes first
         Jt = torch.eye(3, dtype=dt, device=dev).repeat(21, 1).expand(K, 2, 63, 3)
         Jp = torch.cat([Jp.reshape(K, 2, 63, 48), Jt], dim=3) * ws.repeat_interleave(3, dim=2)  # (K, 2, 63, 51)
         H = Jp.transpose(-1, -2) @ Jp
@@ -596,7 +604,7 @@ def _contact(model, layer, betas, go, hp, tr, close, energy, opts: FitOptions) -
     def closure():
         opt.zero_grad()
         o, p, t = (f.index_put((at,), x) for f, x in zip(fixed, free))
-        e = energy(layer(o, p, betas, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
+        e = energy(layer.landmarks(o, p, betas, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
         points, normals = surface.surface(*free[:2], betas, free[2])  # (K, 2, P, 3) each
         depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance)
         e = e + opts.w_penetration * depth2 / opts.sigma_penetration ** 2 / B

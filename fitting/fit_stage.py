@@ -19,8 +19,13 @@ flags and fitted joints), e.g. after changing ``--rule.views-per-frame``.
 A sequence's fit runs on ``--threads`` torch threads wherever it runs (the thread count can
 change float sums), so its mano.h5 is bit-identical with any executor on the same device.
 
+The data terms compare the detector's landmarks with the model's landmarks (``--landmarks``: by
+default the definition shipped for the detector keypoints2d.h5 names, ``data_schemas.landmarks``;
+the joints for a detector without one); mano.h5's joints are the model's skeleton joints.
+
 A sequence whose mano.h5 has the same fingerprint (joints3d.h5's own fingerprint, keypoints2d.h5
-and calibration.toml: names, sizes and mtimes; options; hand model) is skipped.
+and calibration.toml: names, sizes and mtimes; options; hand model; the landmark definition) is
+skipped.
 
 ``--frames`` (after ``handdiffuse merge``): when mano.h5 was made with these options from the
 joints3d.h5 that ``handdiffuse triangulate --frames`` last spliced into, only those frames and the
@@ -47,7 +52,8 @@ from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
 from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import Joints3D, read_joints3d, read_joints3d_inputs
-from data_schemas.keypoints2d import read_keypoints2d
+from data_schemas.keypoints2d import read_detector, read_keypoints2d
+from data_schemas.landmarks import LandmarkDefinition, read_landmarks, shipped_definition
 from data_schemas.lock import writing, writing_all
 from data_schemas.mano import ManoFit, read_mano, write_mano
 from data_schemas.queue import QueueItem, read_queue, write_queue
@@ -74,6 +80,10 @@ class FitConfig(ExecutorOptions):
     """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl (--hand-model mano)."""
     use_2d: bool = True
     """Also fit the 2D detections in every camera (not only the triangulated joints)."""
+    landmarks: str = "auto"
+    """What the detector's points are on the hand model: "auto" (the definition shipped for the detector
+    keypoints2d.h5 names, capture/detect/landmarks/<detector>.h5; the joints when there is none),
+    "joints", or a definition file (make landmarks)."""
     workers: int = 1
     """Sequences fitted in parallel (1: in this process); with --executor ray and no --ray-address,
     the CPUs of the local Ray cluster."""
@@ -92,6 +102,10 @@ class QueueConfig:
 
     sequences: list[str] = field(default_factory=list)
     """Sequences to queue (default: all with mano.h5)."""
+    landmarks: str = "auto"
+    """The detector's landmarks on the hand model, as the fit took them (see `handdiffuse fit --help`)."""
+    mano_dir: Path | None = None
+    """Folder with MANO_RIGHT.pkl and MANO_LEFT.pkl (fits made with --hand-model mano)."""
     rule: ViewRule = field(default_factory=ViewRule)
 
 
@@ -128,11 +142,32 @@ def fingerprint(session: Session, seq: str, cfg: FitConfig, joints3d_inputs: str
     h.update((f"joints3d.h5 of {joints3d_inputs}" if joints3d_inputs else _file_id(j3d)).encode())
     for p in (session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML):
         h.update(_file_id(p).encode())
+    definition = landmark_definition(session, seq, cfg.landmarks)
     opts = {"options": dataclasses.asdict(cfg.options), "rule": dataclasses.asdict(cfg.rule), "use_2d": cfg.use_2d,
-            "model": [cfg.hand_model, str(cfg.mano_dir)]}
+            "model": [cfg.hand_model, str(cfg.mano_dir)],
+            "landmarks": definition.digest if definition is not None else "joints"}
     opts["options"].pop("device")
     h.update(json.dumps(opts, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def landmark_definition(session: Session, seq: str, choice: str) -> LandmarkDefinition | None:
+    """``--landmarks`` for one sequence: None (the detections are the joints) or the definition.
+    "auto" takes the detector's shipped one, which must have been fitted for that very detector."""
+    if choice == "joints":
+        return None
+    if choice != "auto":
+        return read_landmarks(session.root / choice if not Path(choice).is_absolute() else Path(choice))
+    kp_path = session.path(KEYPOINTS2D, seq=seq)
+    detector = read_detector(kp_path)
+    path = shipped_definition(detector)
+    if path is None:
+        return None
+    definition = read_landmarks(path)
+    if definition.detector != detector:
+        raise SchemaError(kp_path, f"detector '{detector}' has landmarks fitted for '{definition.detector}' only "
+                                   f"({path}): refit them (make landmarks) or pass --landmarks joints")
+    return definition
 
 
 def _model(cfg: FitConfig):
@@ -183,6 +218,21 @@ class FittedSequence:
     fitted: int = 0  # frames fitted
 
 
+def fitted_landmarks(model, definition: LandmarkDefinition | None, fit: ManoFit) -> np.ndarray:
+    """(F, 2, 21, 3) the fit's landmarks (its joints without a definition), posed from its parameters."""
+    F = len(fit.frames)
+    if definition is None:
+        return fit.joints.reshape(F, 2, -1, 3)
+    import torch
+
+    from hand_model.joints_layer import JointsLayer
+
+    layer = JointsLayer(model, landmarks=definition)
+    with torch.no_grad():
+        t = [torch.as_tensor(a) for a in (fit.global_orient, fit.hand_pose, fit.betas, fit.transl)]
+        return layer.landmarks(*t).numpy()
+
+
 def _vertices_of(model, global_orient: np.ndarray, hand_pose: np.ndarray, betas: np.ndarray, transl: np.ndarray):
     """frame rows -> (K, 2, V, 3) vertices of the fit: the penetration measure's surface."""
     import torch
@@ -209,16 +259,18 @@ def fit_one(job: tuple[Path, str, FitConfig, str, bool]) -> FittedSequence:
         model = _model(cfg)
         # 1.
         j3d, keypoints, rig = load_inputs(session, seq)
+        definition = _checked_definition(session, seq, cfg.landmarks, model)
         if not np.isfinite(j3d.joints).any():
             raise SchemaError(session.path(JOINTS3D, seq=seq), "no joint was triangulated in any frame")
         if splice:
-            return _fit_frames(session, seq, cfg, fp, model, j3d, keypoints, rig, t0)
+            return _fit_frames(session, seq, cfg, fp, model, j3d, keypoints, rig, t0, definition)
         # 2.
         inputs = FitInputs(j3d.joints, keypoints if cfg.use_2d else None, rig if cfg.use_2d else None)
-        res = fit_sequence(model, inputs, cfg.options)
+        res = fit_sequence(model, inputs, cfg.options, landmarks=definition)
         # 3.
         vertices_of = _vertices_of(model, res.global_orient, res.hand_pose, res.betas, res.transl)
-        m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped)
+        m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped,
+                    fit_landmarks=res.landmarks)
         F = len(j3d.frames)
         fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl,
                       res.joints.reshape(F, -1, 3), m.quality, j3d.fps,
@@ -229,8 +281,18 @@ def fit_one(job: tuple[Path, str, FitConfig, str, bool]) -> FittedSequence:
         torch.set_num_threads(threads)
 
 
+def _checked_definition(session: Session, seq: str, choice: str, model) -> LandmarkDefinition | None:
+    """``landmark_definition``, refused unless it was fitted on ``model``'s vertices."""
+    from hand_model.landmarks import check_definition
+
+    definition = landmark_definition(session, seq, choice)
+    if definition is not None:
+        check_definition(definition, model, f"--landmarks {choice}")
+    return definition
+
+
 def _fit_frames(session: Session, seq: str, cfg: FitConfig, fp: str, model, j3d: Joints3D, keypoints: np.ndarray,
-                rig: CameraRig, t0: float) -> FittedSequence:
+                rig: CameraRig, t0: float, definition: LandmarkDefinition | None) -> FittedSequence:
     """--frames: steps 2-3 on ``cfg.frames`` and the frames the triangulation last spliced, spliced
     into the sequence's mano.h5 (``_splice_rows`` said it can be)."""
     fit = read_mano(session.path(MANO, seq=seq))
@@ -242,19 +304,22 @@ def _fit_frames(session: Session, seq: str, cfg: FitConfig, fp: str, model, j3d:
     A = np.array(sorted(row[f] for f in again))
     F = len(j3d.frames)
     joints = fit.joints.reshape(F, 2, -1, 3)  # (F, 2, 21, 3)
+    points = fitted_landmarks(model, definition, fit)  # (F, 2, 21, 3)
     # 2. windows of context around the frames, the shape kept; only the frames themselves replaced
     fitted = 0
     for run in windows(A, F, cfg.context_frames):
         inputs = FitInputs(j3d.joints[run], keypoints[:, run] if cfg.use_2d else None, rig if cfg.use_2d else None)
-        res = fit_sequence(model, inputs, cfg.options, betas=fit.betas)
+        res = fit_sequence(model, inputs, cfg.options, betas=fit.betas, landmarks=definition)
         keep = np.isin(run, A)
         for name in ("global_orient", "hand_pose", "transl"):
             getattr(fit, name)[run[keep]] = getattr(res, name)[keep]
         joints[run[keep]] = res.joints[keep]
+        points[run[keep]] = res.landmarks[keep]
         fitted += len(run)
     # 3. the quality over the whole sequence (thresholds relative to it); the frames' rows replaced
     vertices_of = _vertices_of(model, fit.global_orient, fit.hand_pose, fit.betas, fit.transl)
-    m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped)
+    m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped,
+                fit_landmarks=points)
     for name in ("reproj_mean_px", "reproj_max_px", "residual3d", "penetration", "bone_deviation", "n_cameras",
                  "failure"):
         getattr(fit.quality, name)[A] = getattr(m.quality, name)[A]
@@ -355,11 +420,20 @@ def queue_session(root: str | Path, cfg: QueueConfig | None = None) -> list[Queu
     for seq in names:
         fit = read_mano(session.path(MANO, seq=seq))
         j3d, keypoints, rig = load_inputs(session, seq)
+        definition = landmark_definition(session, seq, cfg.landmarks)
+        if definition is not None:
+            from hand_model.posing import hand_model_for
+
+            model = hand_model_for("mano" if fit.hand_model == "mano" else "open_hand", cfg.mano_dir,
+                                   session.path(MANO, seq=seq))
+            points = fitted_landmarks(model, definition, fit)
+        else:
+            points = fit.joints.reshape(len(fit.frames), 2, -1, 3)
         if not np.array_equal(fit.frames, j3d.frames):
             raise SchemaError(session.path(MANO, seq=seq), "frames differ from joints3d.h5's: run `handdiffuse fit` "
                                                            "again")
         joints = fit.joints.reshape(len(fit.frames), 2, -1, 3)  # (F, 2, 21, 3)
-        view_error, projected = view_errors(joints, keypoints, rig)
+        view_error, projected = view_errors(points, keypoints, rig)
         m = Measures(fit.quality, view_error, projected)  # the flags the fit stage decided
         items += choose_views(m, rig, cfg.rule, seq, fit.frames, joints)
     items.sort(key=lambda i: (i.sequence, i.frame, -i.priority, i.camera))

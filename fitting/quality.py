@@ -118,15 +118,19 @@ def view_errors(fit_joints: np.ndarray, keypoints: np.ndarray, rig: CameraRig) -
 
 
 def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
-            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None) -> Measures:
+            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None,
+            fit_landmarks: np.ndarray | None = None) -> Measures:
     """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (joints3d.h5's 2D evidence:
     hands on their sides), ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check
-    (None: skipped), swapped (F, C) the views whose hands the triangulation exchanged."""
+    (None: skipped), swapped (F, C) the views whose hands the triangulation exchanged; fit_landmarks
+    (F, 2, 21, 3) the fit's points that the detections and the triangulated points are compared with
+    (the detector's landmarks on the model; default: the joints). Contact and time use the joints."""
     F = len(fit_joints)
+    fit_points = fit_joints if fit_landmarks is None else fit_landmarks
     X = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
     heights = np.array([c.size[1] for c in rig.cameras], float)[:, None, None]  # (C, 1, 1)
     # views: projected fit vs detections
-    view_error, proj = view_errors(fit_joints, keypoints, rig)  # (C, F, 2), (C, F, 2, 21, 2)
+    view_error, proj = view_errors(fit_points, keypoints, rig)  # (C, F, 2), (C, F, 2, 21, 2)
     seen = np.isfinite(view_error)
     rel_view = view_error / heights  # (C, F, 2) fraction of the image height
     agree = seen & ~bad(rel_view, rule.inlier_px, rule.relative)
@@ -138,11 +142,11 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
         rel_mean = np.where(agree, view_error / heights, 0).sum(0) / np.maximum(agree.sum(0), 1)
     # 3D
     valid = np.isfinite(X).all(-1)  # (F, 2, 21)
-    d3 = np.linalg.norm(fit_joints - np.nan_to_num(X), axis=-1)
+    d3 = np.linalg.norm(fit_points - np.nan_to_num(X), axis=-1)
     residual = np.where(valid, d3, 0).sum(-1) / np.maximum(valid.sum(-1), 1)
     parents, children = [p for p, _ in HAND_BONES], [c for _, c in HAND_BONES]
     tri_len = np.linalg.norm(X[:, :, children] - X[:, :, parents], axis=-1)  # (F, 2, 20)
-    fit_len = np.linalg.norm(fit_joints[:, :, children] - fit_joints[:, :, parents], axis=-1)
+    fit_len = np.linalg.norm(fit_points[:, :, children] - fit_points[:, :, parents], axis=-1)
     with warnings.catch_warnings():  # a hand with no triangulated bone: NaN, then 0
         warnings.simplefilter("ignore", RuntimeWarning)
         bone_dev = np.nan_to_num(np.nanmedian(np.abs(tri_len / fit_len - 1), axis=-1))

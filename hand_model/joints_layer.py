@@ -4,7 +4,8 @@
 to return 5 fingertips; fitting needs the joints thousands of times, so this layer
 evaluates MANO's linear blend skinning (smplx ``lbs``) on the 16 joints and on chosen
 vertices only (the 5 tips; optionally a spread-out subset of the surface with its
-normals, for the interpenetration term), both hands in one batch:
+normals, for the interpenetration term; or a detector's landmarks, each a fixed combination of
+vertices, ``data_schemas.landmarks``), both hands in one batch:
 
 1. shape: v_shaped = v_template + shapedirs . betas (chosen vertices); J = J_regressor . v_shaped
    (the regressor applied to the full shaped template, folded into a (16, 3, 10) map)
@@ -15,6 +16,11 @@ normals, for the interpenetration term), both hands in one batch:
 4. vertices: sum_k w_k (G_k with the rest joint removed) applied to the corrected vertices;
    normals: the rest normals turned by sum_k w_k rot(G_k), renormalised
 5. + transl, MANO-21 order -> ours
+6. landmarks: L_l = sum_v c_lv x_v over the definition's vertices (the detector's points; without a
+   definition, the joints themselves); for Jacobians, each landmark's lever about joint k,
+   sum_{m in sub(k)} Q_lm - S_lk p_k, with Q_lm = sum_v c_lv w_vm (G_m x_v) the part of L_l that
+   joint m carries and S_lk = sum_{m in sub(k)} sum_v c_lv w_vm: turning joint k by a small world
+   rotation a moves L_l by a x lever (exact but for the pose correctives)
 
 Equal to ``HandModel.forward`` (joints and the chosen vertices) to float precision (tested).
 """
@@ -25,6 +31,8 @@ import numpy as np
 import torch
 
 from data_schemas.camera_model import rodrigues_to_matrix_torch
+from data_schemas.keypoints import MANO_PARENTS, OURS_OF_MANO21
+from data_schemas.landmarks import LandmarkDefinition
 from hand_model.model import HandModel
 
 
@@ -42,15 +50,20 @@ class JointsLayer(torch.nn.Module):
     """``JointsLayer(HandModel())(global_orient, hand_pose, betas, transl)`` -> (B, 2, 21, 3) joints.
 
     ``surface_points=K`` also keeps K surface vertices per hand (every (V // K)-th), posed by
-    ``surface(...)`` with their normals."""
+    ``surface(...)`` with their normals. ``landmarks``: a detector's landmark definition (checked
+    against the model by ``hand_model.landmarks.check_definition``), posed by ``landmarks(...)``."""
 
-    def __init__(self, model: HandModel, surface_points: int = 0):
+    def __init__(self, model: HandModel, surface_points: int = 0, landmarks: LandmarkDefinition | None = None):
         super().__init__()
         layers = (model.left, model.right)
         V = int(layers[0].v_template.shape[0])
-        sets = {"t": model.tip_ids.cpu().numpy()}
+        tips = model.tip_ids.cpu().numpy()
+        sets = {"t": (tips, tips)}
         if surface_points:
-            sets["s"] = np.arange(0, V, max(1, V // surface_points))[:surface_points]
+            every = np.arange(0, V, max(1, V // surface_points))[:surface_points]
+            sets["s"] = (every, every)
+        if landmarks is not None:
+            sets["l"] = tuple(landmarks.vertex_ids[h].reshape(-1) for h in range(2))  # (21 K,) per hand
         # 1. rest joints and chosen vertices as affine functions of betas, per hand
         buffers: dict[str, list[torch.Tensor]] = {}
         for h, layer in enumerate(layers):
@@ -59,13 +72,13 @@ class JointsLayer(torch.nn.Module):
             buffers.setdefault("j_dirs", []).append(torch.einsum("jv,vcb->jcb", Jr, layer.shapedirs))  # (16, 3, 10)
             buffers.setdefault("pose_mean", []).append(layer.pose_mean[3:])  # (45,) zero for flat_hand_mean
             for key, ids in sets.items():
-                idx = torch.as_tensor(ids)
+                idx = torch.as_tensor(ids[h])
                 buffers.setdefault(f"{key}_template", []).append(layer.v_template[idx])  # (n, 3)
                 buffers.setdefault(f"{key}_dirs", []).append(layer.shapedirs[idx])  # (n, 3, 10)
                 buffers.setdefault(f"{key}_posedirs", []).append(layer.posedirs.reshape(-1, V, 3)[:, idx])  # (135, n, 3)
                 buffers.setdefault(f"{key}_weights", []).append(layer.lbs_weights[idx])  # (n, 16)
             if "s" in sets:
-                normals = rest_normals(layer.v_template.detach().cpu().numpy(), model.faces[h])[sets["s"]]
+                normals = rest_normals(layer.v_template.detach().cpu().numpy(), model.faces[h])[sets["s"][h]]
                 buffers.setdefault("s_normals", []).append(torch.as_tensor(normals, dtype=layer.v_template.dtype))
         for name, value in buffers.items():
             self.register_buffer(name, torch.stack(value).detach().clone())  # leading axis: hand
@@ -87,6 +100,36 @@ class JointsLayer(torch.nn.Module):
                 self.register_buffer(f"_level{d}_{name}", torch.as_tensor(ids), persistent=False)
         self.register_buffer("_level_order", torch.as_tensor(self.level_order), persistent=False)
         self.register_buffer("reorder", model.reorder.clone())
+        self._landmark_buffers(landmarks, parents)
+
+    def _landmark_buffers(self, landmarks: LandmarkDefinition | None, parents: list[int]) -> None:
+        """Step 6's constants: the (landmark l, joint k) pairs whose lever is not zero, ours order, and
+        with a definition its combination weights times the vertices' skinning weights."""
+        sub = np.eye(16, dtype=bool)  # sub[m, k]: joint m is k or below it
+        for m in range(16):
+            k = parents[m]
+            while k >= 0:
+                sub[m, k] = True
+                k = parents[k]
+        self.has_landmarks = landmarks is not None
+        if landmarks is None:  # the joints: each rigid on its own joint, a fingertip on its finger's last
+            anchor = np.array(list(range(16)) + [15, 3, 6, 12, 9])  # MANO-21 point -> the joint carrying it
+            moves = sub[anchor]  # (21, 16) MANO-21 rows
+            moves[np.arange(16), np.arange(16)] = False  # a joint's own rotation leaves it in place
+            pairs = np.zeros((21, 16), bool)
+            pairs[list(OURS_OF_MANO21)] = moves
+        else:
+            K = landmarks.vertex_ids.shape[-1]
+            comb = torch.as_tensor(landmarks.weights, dtype=self.l_weights.dtype)  # (2, 21, K)
+            cw = comb[..., None] * self.l_weights.reshape(2, 21, K, 16)  # (2, 21, K, 16)
+            sub_t = torch.as_tensor(sub, dtype=cw.dtype)
+            self.register_buffer("l_cw", cw)
+            self.register_buffer("l_sub", sub_t)
+            self.register_buffer("l_S", cw.sum(2) @ sub_t)  # (2, 21, 16) S_lk
+            pairs = (self.l_S > 1e-6).any(0).numpy()
+        pl, pk = np.nonzero(pairs)
+        self.register_buffer("pair_landmark", torch.as_tensor(pl), persistent=False)
+        self.register_buffer("pair_joint", torch.as_tensor(pk), persistent=False)
 
     def _pose(self, global_orient, hand_pose, betas, hands):
         """Steps 1-3 -> rest joints J (B, H, 16, 3), pose feature (B, H, 135), G_rot, G_pos, betas (B, H, 10)."""
@@ -112,12 +155,17 @@ class JointsLayer(torch.nn.Module):
         order = self._level_order  # joints were appended level by level: back to MANO's order
         return J, feature, G_rot[:, :, order], G_pos[:, :, order], betas  # (B, H, 16, 3, 3), (B, H, 16, 3)
 
-    def _skin(self, key: str, hands: slice, J, feature, G_rot, G_pos, betas) -> torch.Tensor:
-        """Steps 1, 2, 4 for vertex set ``key`` -> (B, H, n, 3) posed, before transl."""
+    def _moved(self, key: str, hands: slice, J, feature, G_rot, G_pos, betas) -> torch.Tensor:
+        """Steps 1, 2 and 4 before the blend, for vertex set ``key`` -> (B, H, n, 16, 3): each vertex as
+        each joint's transform moves it (before transl)."""
         v = getattr(self, f"{key}_template")[hands] + torch.einsum(
             "hvcb,nhb->nhvc", getattr(self, f"{key}_dirs")[hands], betas)  # (B, H, n, 3)
         v = v + torch.einsum("nhp,hpvc->nhvc", feature, getattr(self, f"{key}_posedirs")[hands])
-        moved = torch.einsum("nhkab,nhvkb->nhvka", G_rot, v[:, :, :, None] - J[:, :, None]) + G_pos[:, :, None]
+        return torch.einsum("nhkab,nhvkb->nhvka", G_rot, v[:, :, :, None] - J[:, :, None]) + G_pos[:, :, None]
+
+    def _skin(self, key: str, hands: slice, J, feature, G_rot, G_pos, betas) -> torch.Tensor:
+        """Steps 1, 2, 4 for vertex set ``key`` -> (B, H, n, 3) posed, before transl."""
+        moved = self._moved(key, hands, J, feature, G_rot, G_pos, betas)
         return torch.einsum("hvk,nhvka->nhva", getattr(self, f"{key}_weights")[hands], moved)  # (B, H, n, 3)
 
     def forward(self, global_orient: torch.Tensor, hand_pose: torch.Tensor, betas: torch.Tensor,
@@ -127,7 +175,7 @@ class JointsLayer(torch.nn.Module):
         H = 2 (left, right) by default; ``hands=slice(1, 2)`` poses the right hand alone (H = 1).
         ``last_rotations`` keeps the joints' world rotations (B, H, 16, 3, 3) for Jacobians."""
         J, feature, G_rot, G_pos, betas = self._pose(global_orient, hand_pose, betas, hands)
-        self.last_rotations = G_rot
+        self.last_rotations, self.last_positions = G_rot, G_pos
         tips = self._skin("t", hands, J, feature, G_rot, G_pos, betas)  # (B, H, 5, 3)
         # 5.
         mano21 = torch.cat([G_pos, tips], dim=2) + transl[:, :, None]  # (B, H, 21, 3)
@@ -142,3 +190,28 @@ class JointsLayer(torch.nn.Module):
         turn = torch.einsum("hvk,nhkab->nhvab", self.s_weights, G_rot)  # (B, 2, K, 3, 3)
         normals = torch.einsum("nhvab,hvb->nhva", turn, self.s_normals)
         return points, normals / torch.linalg.norm(normals, dim=-1, keepdim=True).clamp(min=1e-12)
+
+    def landmarks(self, global_orient: torch.Tensor, hand_pose: torch.Tensor, betas: torch.Tensor,
+                  transl: torch.Tensor, levers: bool = False):
+        """Step 6: both hands' landmarks (B, 2, 21, 3), ours order; the joints without a definition.
+        ``levers``: also each pair's lever (B, 2, P, 3) for the pairs (``pair_landmark``, ``pair_joint``),
+        and ``last_rotations`` set as ``forward`` does."""
+        if not self.has_landmarks:
+            L = self(global_orient, hand_pose, betas, transl)
+            if not levers:
+                return L
+            p = self.last_positions + transl[:, :, None]  # (B, 2, 16, 3) joints, MANO order
+            return L, L[:, :, self.pair_landmark] - p[:, :, self.pair_joint]
+        hands = slice(0, 2)
+        J, feature, G_rot, G_pos, betas = self._pose(global_orient, hand_pose, betas, hands)
+        self.last_rotations = G_rot
+        B = global_orient.shape[0]
+        K = self.l_cw.shape[2]
+        moved = self._moved("l", hands, J, feature, G_rot, G_pos, betas).reshape(B, 2, 21, K, 16, 3)
+        Q = torch.einsum("hlkm,nhlkma->nhlma", self.l_cw, moved)  # (B, 2, 21, 16, 3): joint m's part of L_l
+        L = Q.sum(3) + transl[:, :, None]
+        if not levers:
+            return L
+        Qsub = torch.einsum("nhlma,mk->nhlka", Q, self.l_sub)  # (B, 2, 21, 16, 3): the part k's turn moves
+        lever = Qsub - self.l_S[None, ..., None] * G_pos[:, :, None]  # (B, 2, 21, 16, 3)
+        return L, lever[:, :, self.pair_landmark, self.pair_joint]

@@ -18,6 +18,7 @@ import tyro
 from annotation.cli import AnnotateCommand, AnnotateStopCommand, AnnotationStatusCommand
 from capture.calibration.stage import CalibrateConfig
 from capture.detect.guided import RedetectConfig
+from capture.detect.landmark_fit import LandmarkFitConfig
 from capture.detect.stage import DetectConfig
 from fitting.fit_stage import FitConfig, QueueConfig
 from fitting.triangulate_stage import TriangulateConfig
@@ -78,6 +79,20 @@ class ManoConvert:
         for path in written:
             print(f"wrote {path}")
         LOG.info("mano-convert: %d files written to %s", len(written), self.out)
+        return EXIT_OK
+
+
+@dataclasses.dataclass
+class Landmarks(LandmarkFitConfig):
+    """Fit MediaPipe's landmarks on the hand model from studio renders with ground truth ->
+    capture/detect/landmarks/mediapipe.h5 (what triangulation and fit compare the detections with)."""
+
+    def run(self) -> int:
+        from capture.detect.landmark_fit import refit
+
+        d = refit(self)
+        print(f"landmarks of {d.detector} on {d.hand_model} -> {self.out}: residual "
+              f"{float(d.residual_px.mean()):.2f} px (mean over landmarks of the median); {d.made_from}")
         return EXIT_OK
 
 
@@ -247,15 +262,17 @@ class Queue(QueueConfig):
 
 
 # Every stage in pipeline order (each one's help is its class docstring); `validate` and
-# `mano-convert` work beside them, on the files any of them write and on MANO's own files.
+# `mano-convert` work beside them, on the files any of them write and on MANO's own files, and
+# `landmarks` refits the bundled detector's landmarks on the hand model.
 STAGES: dict[str, type] = {
     "studio": Studio, "calibrate": Calibrate, "detect": Detect, "triangulate": Triangulate, "fit": Fit,
-    "redetect": Redetect, "queue": Queue, "annotate": AnnotateCommand, "annotate-stop": AnnotateStopCommand, "merge": MergeCommand,
+    "redetect": Redetect, "queue": Queue, "annotate": AnnotateCommand, "annotate-stop": AnnotateStopCommand,
+    "merge": MergeCommand,
     "annotation-status": AnnotationStatusCommand, "export": ExportCommand, "stats": StatsCommand,
     "import": ImportCommand, "train": TrainCommand, "sample": SampleCommand, "evaluate": EvaluateCommand,
     "report": ReportCommand,
 }
-_COMMANDS: dict[str, type] = {**STAGES, "validate": Validate, "mano-convert": ManoConvert}
+_COMMANDS: dict[str, type] = {**STAGES, "validate": Validate, "mano-convert": ManoConvert, "landmarks": Landmarks}
 
 
 def _command_name(cfg: object) -> str:
