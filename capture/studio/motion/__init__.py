@@ -104,6 +104,13 @@ def _continuous_rotvec(rv: np.ndarray) -> np.ndarray:
     return out
 
 
+def _take_start(script: Script, rng: np.random.Generator) -> float:
+    """When the take starts (s into the script): a moment before the hands first touch, as a
+    recording does that begins with the subject already performing, not posing at rest."""
+    first = next((t for k, t in zip(script.keys, script.times) if k.contact), 0.0)
+    return max(0.0, first - rng.uniform(0.3, 0.6))
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """The hand model runs on batches of a few frames here, where intra-op threads only add
@@ -142,8 +149,10 @@ def _make_motion(family: str, n_frames: int, fps: float, seed: int, model: HandM
     script.add(ready(script, rng, str(rng.choice(["relaxed", "flat"]))))
     until = (n_frames - 1) / fps
     CHOREOGRAPHIES[family](script, rng, until)
+    start = _take_start(script, rng)
+    CHOREOGRAPHIES[family](script, rng, start + until)
     # 2. frames
-    frames = sample(script.keys, script.times, n_frames, fps)
+    frames = sample(script.keys, list(np.asarray(script.times) - start), n_frames, fps)
     verts, _ = script.forward(frames.rot, frames.angles, frames.wrist)
     # 3. no deep interpenetration
     shift, _ = resolve_penetration(verts, frames, model.faces, fps)
