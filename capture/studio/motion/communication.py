@@ -75,7 +75,7 @@ def _act_count(script: Script, rng: np.random.Generator) -> None:
             continue
         wrist_l = key.wrist[0]
         go_to_contact(script, script.separated(key, rng.uniform(0.006, 0.012) if k else rng.uniform(*APPROACH_GAP)),
-                      key, speed=0.15)
+                      key, speed=None if k == 0 else rng.uniform(0.25, 0.35))
         script.hold(rng.uniform(0.4, 0.7))
     if script.last.contact:
         release(script, rng.uniform(*APPROACH_GAP))
