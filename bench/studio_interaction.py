@@ -69,7 +69,8 @@ def summary(runs: list[Interaction], fps: float) -> dict:
 
 
 def meets_targets(s: dict) -> bool:
-    return s["contact"] >= TARGET_CONTACT and s["mindist_cm"] <= TARGET_MINDIST_CM and s["max_depth_mm"] <= TARGET_DEPTH_MM
+    return (s["contact"] >= TARGET_CONTACT and s["mindist_cm"] <= TARGET_MINDIST_CM
+            and s["max_depth_mm"] <= TARGET_DEPTH_MM)
 
 
 def _line(name: str, s: dict) -> str:
