@@ -4,9 +4,10 @@ their times, placed with the hand model.
 A contact keyframe is placed by ``Script.touch``: the active hand's landmark (``Landmarks``: a
 fingertip, the palm centre...) faces the target's landmark, then the hands are slid apart or
 together along the contact normal until the exact overlap (``hand_model.contact``) is ``PRESS``.
-Each keyframe's duration follows from the longest joint path to it (0.3-2 s, mean joint speed
-0.2-0.4 m/s). A transition that would pass one hand through the other goes round it (a key
-half-way with the hands drawn apart); an action whose frames would turn a forearm out of its
+Each keyframe's duration follows from the longest joint path to it (0.25-2 s, mean joint speed
+0.2-0.32 m/s into, out of and along a contact, 0.28-0.4 m/s between contacts). A transition that
+would pass one hand through the other goes round it (a key half-way with the hands drawn apart as
+little as clears the way); an action whose frames would turn a forearm out of its
 plausible range or cross the arms is taken back (``checkpoint`` / ``rollback``).
 """
 
