@@ -18,7 +18,7 @@ hands are valid (fitted and accepted):
    smallest of the 21 x 21 left-right joint distances (the shard's ``joints``); their mean;
 2. contacting-frame ratio (paper: 57.3%): the share of those frames whose posed meshes
    (the shard's MANO parameters through the hand model its ``hand_model`` names) have a
-   vertex pair less than 3 mm apart, or interpenetrate (``pipeline.contact_frames``).
+   vertex pair less than 3 mm apart, or interpenetrate (``hand_model.contact_frames``).
 
 And, to see what the dataset holds: 3. frames per sequence; 4. sequences and frames per
 category and per split (the manifest's columns); 5. fit quality: the fit error of every
@@ -43,11 +43,10 @@ import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
 from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
-from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.lock import writing
 from data_schemas.manifest import MANIFEST_NAME, read_manifest, shard_path as shard_file
 from data_schemas.shard import ShardReader
-from pipeline.contact_frames import THRESHOLD, contact_frames
+from hand_model.contact_frames import THRESHOLD, contact_frames, shortest_joint_distance
 from hand_model.posing import flat_hand_pose, hand_model_for
 
 FORMAT = "handdiffuse.stats"
@@ -82,13 +81,6 @@ class StatsOptions:
 
 
 # ---- the numbers of one sequence -----------------------------------------------------------
-
-def shortest_joint_distance(joints: np.ndarray) -> np.ndarray:
-    """(F, 42, 3) -> (F,) smallest distance between a left and a right joint (NaN where one is NaN)."""
-    left, right = joints[:, :N_HAND_JOINTS], joints[:, N_HAND_JOINTS:]  # (F, 21, 3) each
-    d = np.linalg.norm(left[:, :, None].astype(np.float64) - right[:, None], axis=-1)  # (F, 21, 21)
-    return d.reshape(len(d), -1).min(axis=1) if len(d) else np.zeros(0)
-
 
 @dataclass
 class _SequenceStats:

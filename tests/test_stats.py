@@ -9,8 +9,8 @@ from data_schemas import SchemaError
 from data_schemas.dataset import DatasetOptions, append_to_dataset
 from data_schemas.shard import ShardSequence
 from hand_model import generate
+from hand_model.contact_frames import contact_frames
 from hand_model.model import AXIS_ANGLE_MIRROR, MANO_DIR_ENV, HandModel
-from pipeline.contact_frames import contact_frames
 from hand_model.posing import hands_mean
 from pipeline.stats import PLOTS, StatsCommand, StatsOptions, _tsne, compute_stats, write_stats
 

@@ -204,14 +204,14 @@ def test_forearms_point_back_to_the_subject_and_do_not_cross(sequences, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_deep_interpenetration(sequences, family):
-    assert sequences[family].contact.depth.max() <= 0.005
+    assert sequences[family].contact.depth.max() <= 0.002
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_hands_really_touch(sequences, family):
     c = sequences[family].contact
     touching = c.distance <= 0.002
-    assert touching.mean() >= 0.1
+    assert touching.mean() >= 0.3  # a take starts just before the first touch (10 s takes: test_studio_interaction)
     assert c.depth[touching].max() > 0.0005  # a light press, not a near miss
 
 

@@ -15,14 +15,23 @@ The paper's four categories (``FAMILIES``):
 * ``random_interaction``: hands approach, touch and release in random ways: a fingertip on
   the other palm or back, palms pressed, fingers interlaced, one hand grasping the other's
   fingers, a palm on the other's back.
-* ``communication``: clapping, a handshake-like clasp, pointing at the other palm, counting
-  on the other hand's fingers, rubbing the palms.
+* ``communication``: clapping (now and then ending palms together), a handshake-like clasp
+  that shakes, pointing at the other palm and drawing on it, counting on the other hand's
+  fingers, rubbing the palms.
 * ``tutting``: angular finger shapes (L, table, flat, point) touching fingertip to
   fingertip or fingertips to palm at right angles, both hands then turning together about
   the contact.
 * ``sign``: the non-dominant (left) hand holds a base handshape; the dominant hand runs
   through handshapes of ``handshapes.HANDSHAPES`` and touches targets on it (palm, back,
-  fingertips).
+  fingertips), holding, tapping again, brushing along it or moving on with it.
+
+The studio performs at the paper's interaction level (``bench/studio_interaction.py``, by the
+dataset statistics' rule ``hand_model.contact_frames``): over three 10-second takes of each
+family, at least half the frames are in contact and the mean shortest joint distance is under
+3.8 cm (paper: 57.3%, 3.61 cm), and no frame has one hand more than 2 mm inside the other. Contacts are held, not grazed: while
+touching, the pair turns and drifts together about the contact (``moves.dwell``), one hand strokes
+along the other (``moves.slide``), a clasp shakes (``moves.shake``), tutting turns about the
+contact, signs tap again or brush.
 
 How a sequence is made:
 
@@ -31,18 +40,24 @@ How a sequence is made:
    position. A contact keyframe is placed by ``Script.touch``: the active hand's landmark (a
    fingertip, the palm centre...) faces the target's landmark, then the hands are slid apart
    or together along the contact normal until the exact overlap (``hand_model.contact``) is
-   ``penetration.PRESS``.
-   Each keyframe's duration follows from the longest joint path to it (0.3-2 s, mean joint
-   speed 0.2-0.4 m/s). A transition that would pass one hand through the other goes round
-   it (a key half-way with the hands drawn apart); an action whose frames would turn a
+   ``penetration.PRESS`` (1.2 mm). Hands approach to and leave from ``moves.APPROACH_GAP``
+   (2.5-4.5 cm) along the contact normal.
+   Each keyframe's duration follows from the longest joint path to it (0.25-2 s, mean joint
+   speed 0.2-0.32 m/s into, out of and along a contact, 0.28-0.4 m/s between contacts). A
+   transition that would pass one hand through the other goes round it (a key half-way with
+   the hands drawn apart as little as clears the way); an action whose frames would turn a
    forearm out of its plausible range or cross the arms is taken back and another drawn.
+   The take starts 0.3-0.6 s before the first touch (a recording of a subject already at
+   work, not posing at rest); the choreography runs on to the take's end.
 2. Frames are sampled between keyframes with a minimum-jerk profile (zero velocity and
    acceleration at each keyframe): rotations slerped about a pivot (the contact point or
    the palm), joint angles and pivots blended linearly in the profile. Angles inside the
-   joint limits at the keys stay inside (the limits are a box in the angles).
-3. Frames where one hand is more than ``penetration.DEPTH_SOFT`` inside the other are pushed
-   apart along the contact normal; the push is the running maximum of the need smoothed by a
-   window of the same width, so it is at least the need and smooth in time; repeated until
+   joint limits at the keys stay inside (the limits are a box in the angles). Keys that move
+   both hands by one rigid motion about a shared pivot (``Script.turn_pair``) give frames
+   that move them as one body, so a held contact stays exact in between.
+3. Frames where one hand is more than ``penetration.DEPTH_SOFT`` (1.8 mm) inside the other are
+   pushed apart along the contact normal; the push is the running maximum of the need smoothed
+   by a window of the same width, so it is at least the need and smooth in time; repeated until
    every frame is below ``DEPTH_SOFT``.
 
 Modules, one concern each: ``handshapes`` (the handshape library), ``forearm`` (hand rotations
@@ -104,6 +119,13 @@ def _continuous_rotvec(rv: np.ndarray) -> np.ndarray:
     return out
 
 
+def _take_start(script: Script, rng: np.random.Generator) -> float:
+    """When the take starts (s into the script): a moment before the hands first touch, as a
+    recording does that begins with the subject already performing, not posing at rest."""
+    first = next((t for k, t in zip(script.keys, script.times) if k.contact), 0.0)
+    return max(0.0, first - rng.uniform(0.3, 0.6))
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """The hand model runs on batches of a few frames here, where intra-op threads only add
@@ -142,8 +164,10 @@ def _make_motion(family: str, n_frames: int, fps: float, seed: int, model: HandM
     script.add(ready(script, rng, str(rng.choice(["relaxed", "flat"]))))
     until = (n_frames - 1) / fps
     CHOREOGRAPHIES[family](script, rng, until)
+    start = _take_start(script, rng)
+    CHOREOGRAPHIES[family](script, rng, start + until)
     # 2. frames
-    frames = sample(script.keys, script.times, n_frames, fps)
+    frames = sample(script.keys, list(np.asarray(script.times) - start), n_frames, fps)
     verts, _ = script.forward(frames.rot, frames.angles, frames.wrist)
     # 3. no deep interpenetration
     shift, _ = resolve_penetration(verts, frames, model.faces, fps)

@@ -17,6 +17,8 @@ from capture.studio.motion.sampling import Key
 from capture.studio.motion.script import Script
 from hand_model.pose_prior import DEG
 
+APPROACH_GAP = (0.025, 0.045)  # m, how far apart the hands are just before a contact and just after
+
 
 def ready(script: Script, rng: np.random.Generator, shape: str = "relaxed") -> Key:
     """Hands apart in front of the subject, palms facing down and a little inwards."""
@@ -63,6 +65,25 @@ def release(script: Script, gap: float, speed: float | None = None) -> None:
     script.add(script.separated(script.last, gap), speed=speed)
 
 
+def dwell(script: Script, rng: np.random.Generator, seconds: float, turn_deg: float = 15.0,
+          drift: float = 0.015) -> None:
+    """Hold the last key's contact for ``seconds`` while the pair moves as one body: a few gentle
+    turns (up to ``turn_deg``) about the contact point and drifts (up to ``drift`` m) of the
+    contact pose, every one with plausible forearms (else the pair keeps still)."""
+    key = script.last
+    about = key.pivot[0]
+    n = max(1, int(round(seconds / rng.uniform(0.4, 0.7))))
+    for _ in range(n):
+        moved = replace(key)
+        for _ in range(6):
+            trial = script.turn_pair(key, rng.normal(size=3), rng.uniform(0.3, 1.0) * turn_deg * DEG, about,
+                                     shift=drift * rng.uniform(0.3, 1.0) * unit(rng.normal(size=3)))
+            if script.feasible(trial, margin=0.03):
+                moved = script.contain(trial)
+                break
+        script.add(replace(moved, contact=key.contact), duration=seconds / n)
+
+
 def feasible_touch(script: Script, make, tries: int = 6) -> Key | None:
     """Call ``make()`` (a ``Script.touch``) until it gives a key with plausible forearms."""
     for _ in range(tries):
@@ -78,9 +99,23 @@ def touch_weights(target: int, rng: np.random.Generator) -> tuple[float, float]:
     return (w_t, 1 - w_t) if target == 0 else (1 - w_t, w_t)
 
 
-def act_palms(script: Script, rng: np.random.Generator, shape: str = "flat", slide: int = 0,
-               claps: int = 0) -> None:
-    """Palms pressed together (optionally sliding, or clapping ``claps`` times)."""
+def slide(script: Script, rng: np.random.Generator, key: Key, hand: int, along: np.ndarray, strokes: int,
+          length: tuple[float, float] = (0.012, 0.025), speed: float = 0.15) -> None:
+    """Slide ``hand`` back and forth along ``along`` (made tangent to the contact) over the other,
+    pressed: each stroke's end is settled to the light press again."""
+    along = unit(along - (along @ key.push) * key.push)
+    move = np.zeros((2, 1))
+    move[hand] = 1.0
+    for k in range(strokes):
+        d = rng.uniform(*length) * (1 if k % 2 == 0 else -1)
+        moved = replace(key, wrist=key.wrist + move * d * along, pivot=key.pivot + move * d * along)
+        script.add(script.settle(moved), speed=speed)
+
+
+def act_palms(script: Script, rng: np.random.Generator, shape: str = "flat", slide_strokes: int = 0,
+              claps: int = 0) -> None:
+    """Palms pressed together and held (optionally sliding), or clapping ``claps`` times and
+    then, now and then, pressed together to rest."""
     def make():
         rot_l, rot_r = facing_pair(rng)
         return script.touch(0, rot_l, jittered(shape, rng), "palm", contact_point(rng), jittered(shape, rng), "palm",
@@ -90,24 +125,22 @@ def act_palms(script: Script, rng: np.random.Generator, shape: str = "flat", sli
     if key is None:
         return
     if claps:
-        pre = script.separated(key, rng.uniform(0.07, 0.1))
-        script.add(pre)
-        for _ in range(claps):
+        pre = script.separated(key, rng.uniform(0.05, 0.08))
+        script.add(pre, avoid=True)
+        for k in range(claps):
             script.add(key, speed=0.42)
             script.hold(rng.uniform(0.05, 0.12))
-            script.add(pre, speed=0.35)
-        return
-    go_to_contact(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    script.hold(rng.uniform(0.15, 0.4))
-    if slide:
-        along = unit(key.rot[0] @ np.array([1.0, 0, 0]))  # along the left hand's fingers
-        along = unit(along - (along @ key.push) * key.push)
-        for k in range(slide):
-            d = rng.uniform(0.012, 0.025) * (1 if k % 2 == 0 else -1)
-            moved = replace(key, wrist=key.wrist + np.array([[0.0], [1.0]]) * d * along,
-                            pivot=key.pivot + np.array([[0.0], [1.0]]) * d * along)
-            script.add(script.settle(moved), speed=0.15)
-    release(script, rng.uniform(0.04, 0.07))
+            if k < claps - 1 or rng.random() < 0.6:
+                script.add(pre, speed=0.35)
+        if not script.last.contact:
+            return
+    else:
+        go_to_contact(script, script.separated(key, rng.uniform(*APPROACH_GAP)), key)
+    dwell(script, rng, rng.uniform(0.6, 1.2))
+    if slide_strokes:
+        slide(script, rng, script.last, 1, script.last.rot[0] @ np.array([1.0, 0, 0]), slide_strokes)
+        dwell(script, rng, rng.uniform(0.2, 0.5))
+    release(script, rng.uniform(*APPROACH_GAP))
 
 
 def facing_pair(rng: np.random.Generator, twist: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -139,21 +172,37 @@ def _close_until_touch(script: Script, key: Key, hand: int, shape: np.ndarray, s
     return replace(best, contact=True)
 
 
+def shake(script: Script, rng: np.random.Generator, shakes: int) -> None:
+    """The joined pair moved up and down together ``shakes`` times (a handshake), about 2-3 Hz."""
+    key = script.last
+    about = key.pivot[0]
+    side = key.rot[0] @ np.array([1.0, 0, 0])  # the left hand's fingers: tilt about them
+    for k in range(2 * shakes):
+        sign = 1.0 if k % 2 == 0 else -1.0
+        moved = script.turn_pair(key, side, sign * rng.uniform(3, 8) * DEG, about,
+                                 shift=np.array([0.0, 0.0, sign * rng.uniform(0.01, 0.02)]))
+        if script.feasible(moved, margin=0.03):
+            script.add(script.contain(moved), duration=rng.uniform(0.17, 0.24))
+    script.add(replace(key), duration=0.2)
+
+
 def grip_and_release(script: Script, rng: np.random.Generator, make, closers: tuple[int, ...],
-                      hold_s: tuple[float, float]) -> None:
+                     hold_s: tuple[float, float], shakes: int = 0) -> None:
     """Approach a feasible touch, close the ``closers`` hands' fingers around the other until they
-    touch, hold for a while, open again and separate."""
+    touch, hold for a while (shaking ``shakes`` times), open again and separate."""
     key = feasible_touch(script, make)
     if key is None:
         return
-    go_to_contact(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
+    go_to_contact(script, script.separated(key, rng.uniform(*APPROACH_GAP)), key)
     grip = key
     for hand in closers:
         grip = _close_until_touch(script, grip, hand, jittered("grip", rng))
     script.add(grip, speed=0.2)
-    script.hold(rng.uniform(*hold_s))
-    script.add(replace(key, contact=True), speed=0.2)
-    release(script, rng.uniform(0.04, 0.07))
+    if shakes:
+        shake(script, rng, shakes)
+    dwell(script, rng, rng.uniform(*hold_s))
+    script.add(replace(script.last, angles=key.angles), speed=0.2)
+    release(script, rng.uniform(*APPROACH_GAP))
 
 
 def run_actions(script: Script, rng: np.random.Generator, until: float, acts: list, repeat: bool = True) -> None:
@@ -167,5 +216,5 @@ def run_actions(script: Script, rng: np.random.Generator, until: float, acts: li
         acts[k](script, rng)
         if script.checkpoint() == before or not script.plausible_since(before):
             script.rollback(before)  # no plausible placement or path found: wait a moment
-            script.hold(0.3)
+            script.hold(0.15)
         last = k

@@ -11,8 +11,8 @@ import numpy as np
 from capture.studio.motion.sampling import Frames
 from hand_model.contact import hand_contact
 
-PRESS = 0.0015  # m, overlap of a contact: a light press
-DEPTH_SOFT = 0.0025  # m, deeper frames are pushed apart
+PRESS = 0.0012  # m, overlap of a contact: a light press
+DEPTH_SOFT = 0.0018  # m, deeper frames are pushed apart (every frame ends under 2 mm)
 
 
 def _smooth_envelope(need: np.ndarray, half: int) -> np.ndarray:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from capture.studio.motion.handshapes import jittered
-from capture.studio.motion.moves import (act_palms, contact_point, facing_pair, feasible_touch, go_to_contact,
-                                         grip_and_release, release, run_actions, target_rotation, touch_weights)
+from capture.studio.motion.moves import (APPROACH_GAP, act_palms, contact_point, dwell, facing_pair, feasible_touch,
+                                         go_to_contact, grip_and_release, release, run_actions, slide,
+                                         target_rotation, touch_weights)
 from capture.studio.motion.script import Script
 
 
@@ -29,13 +30,16 @@ def _act_tip_on_palm(script: Script, rng: np.random.Generator) -> None:
     key = feasible_touch(script, make)
     if key is None:
         return
-    go_to_contact(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    script.hold(rng.uniform(0.2, 0.6))
-    if rng.random() < 0.5:  # tap again
+    go_to_contact(script, script.separated(key, rng.uniform(*APPROACH_GAP)), key)
+    dwell(script, rng, rng.uniform(0.4, 0.9))
+    if rng.random() < 0.4:  # tap again
         release(script, rng.uniform(0.01, 0.02), speed=0.15)
         script.add(key, speed=0.15)
-        script.hold(rng.uniform(0.1, 0.3))
-    release(script, rng.uniform(0.04, 0.07))
+        dwell(script, rng, rng.uniform(0.3, 0.6))
+    else:  # or trace a line on it
+        slide(script, rng, script.last, 1 - target, rng.normal(size=3), int(rng.integers(1, 4)))
+        dwell(script, rng, rng.uniform(0.2, 0.5))
+    release(script, rng.uniform(*APPROACH_GAP))
 
 
 def _act_grasp_fingers(script: Script, rng: np.random.Generator) -> None:
@@ -49,7 +53,7 @@ def _act_grasp_fingers(script: Script, rng: np.random.Generator) -> None:
                             contact_point(rng), jittered("C", rng), "palm", fa, tilt=0.2,
                             weights=touch_weights(target, rng))
 
-    grip_and_release(script, rng, make, (1 - target,), (0.2, 0.6))
+    grip_and_release(script, rng, make, (1 - target,), (0.6, 1.4))
 
 
 def _act_interlock(script: Script, rng: np.random.Generator) -> None:
@@ -60,7 +64,7 @@ def _act_interlock(script: Script, rng: np.random.Generator) -> None:
         return script.touch(0, rot_l, jittered("spread", rng), "palm", contact_point(rng), jittered("spread", rng),
                             "palm", np.array([0.3, -0.8, -0.4]), weights=(0.5, 0.5), rot_a=rot_r, offset=across)
 
-    grip_and_release(script, rng, make, (1, 0), (0.2, 0.5))
+    grip_and_release(script, rng, make, (1, 0), (0.6, 1.4))
 
 
 def _act_palm_on_back(script: Script, rng: np.random.Generator) -> None:
@@ -77,13 +81,17 @@ def _act_palm_on_back(script: Script, rng: np.random.Generator) -> None:
     key = feasible_touch(script, make)
     if key is None:
         return
-    go_to_contact(script, script.separated(key, rng.uniform(0.04, 0.07)), key)
-    script.hold(rng.uniform(0.3, 0.8))
-    release(script, rng.uniform(0.04, 0.07))
+    go_to_contact(script, script.separated(key, rng.uniform(*APPROACH_GAP)), key)
+    dwell(script, rng, rng.uniform(0.6, 1.4))
+    if rng.random() < 0.5:  # stroke the back of the hand
+        slide(script, rng, script.last, 1 - target, script.last.rot[target] @ np.array([1.0, 0, 0]),
+              int(rng.integers(2, 4)))
+        dwell(script, rng, rng.uniform(0.2, 0.5))
+    release(script, rng.uniform(*APPROACH_GAP))
 
 
 def _act_press(script: Script, rng: np.random.Generator) -> None:
-    act_palms(script, rng, str(rng.choice(["flat", "relaxed"])))
+    act_palms(script, rng, str(rng.choice(["flat", "relaxed"])), slide_strokes=int(rng.integers(0, 3)))
 
 
 def choreograph(script: Script, rng: np.random.Generator, until: float) -> None:

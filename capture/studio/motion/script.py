@@ -4,9 +4,10 @@ their times, placed with the hand model.
 A contact keyframe is placed by ``Script.touch``: the active hand's landmark (``Landmarks``: a
 fingertip, the palm centre...) faces the target's landmark, then the hands are slid apart or
 together along the contact normal until the exact overlap (``hand_model.contact``) is ``PRESS``.
-Each keyframe's duration follows from the longest joint path to it (0.3-2 s, mean joint speed
-0.2-0.4 m/s). A transition that would pass one hand through the other goes round it (a key
-half-way with the hands drawn apart); an action whose frames would turn a forearm out of its
+Each keyframe's duration follows from the longest joint path to it (0.25-2 s, mean joint speed
+0.2-0.32 m/s into, out of and along a contact, 0.28-0.4 m/s between contacts). A transition that
+would pass one hand through the other goes round it (a key half-way with the hands drawn apart as
+little as clears the way); an action whose frames would turn a forearm out of its
 plausible range or cross the arms is taken back (``checkpoint`` / ``rollback``).
 """
 
@@ -135,34 +136,41 @@ class Script:
         at ``speed`` m/s. With ``avoid``, a hand that would pass through the other on the way goes
         round it: a key half-way with the hands drawn apart is put in between."""
         key = self.contain(key)
-        if self.keys and avoid and self._collides(self.last, key):
+        if self.keys and avoid and self.collides(self.last, key):
             self._add_via(key, speed)
         if self.keys and duration is None:
             _, j = self.between(self.last, key)
             path = float(np.linalg.norm(np.diff(j, axis=0), axis=-1).sum(0).max())
-            speed = speed or self.rng.uniform(0.2, 0.32)
-            duration = float(np.clip(path / speed, 0.3, 2.0))
+            free = not (self.last.contact or key.contact)  # moving between contacts: brisker
+            speed = speed or (self.rng.uniform(0.28, 0.4) if free else self.rng.uniform(0.2, 0.32))
+            duration = float(np.clip(path / speed, 0.25, 2.0))
         self.times.append(self.duration + (duration or 0.0) if self.keys else 0.0)
         self.keys.append(key)
         return key
 
-    def _collides(self, k0: Key, k1: Key, n: int = 9) -> bool:
+    def collides(self, k0: Key, k1: Key, n: int = 9) -> bool:
+        """Would one hand pass more than DEPTH_SOFT into the other on the way from k0 to k1?"""
         v, _ = self.between(k0, k1, n)
         return bool(hand_contact(v[1:-1], self.model.faces, with_distance=False).depth.max() > DEPTH_SOFT)
 
     def _add_via(self, key: Key, speed: float | None) -> None:
+        """The go-round key: half-way, the hands drawn apart (each by its share of the keys' weights)
+        along the line between them or either key's push direction, as little as clears the way."""
         mid = sample([self.last, key], [0.0, 1.0], 3, 2)  # t = 0, 0.5, 1
         v, _ = self.forward(mid.rot, mid.angles, mid.wrist)
         d = v[1, 1].mean(0) - v[1, 0].mean(0)  # from the left hand towards the right, half-way
         d = unit(d) if np.linalg.norm(d) > 1e-3 else np.array([1.0, 0, 0])
-        for apart in (0.04, 0.07, 0.1, 0.14):
-            shift = np.stack([-apart * d, apart * d])
-            via = self.contain(Key(rot=mid.rot[1], angles=mid.angles[1], wrist=mid.wrist[1] + shift,
-                                   pivot=0.5 * (self.last.pivot + key.pivot) + shift, push=d, weights=np.full(2, 0.5)))
-            if not self._collides(self.last, via, 6) and not self._collides(via, key, 6):
-                break
-        else:
-            self.failed = True  # no way round: the action is taken back (plausible_since)
+        share = 2 * np.array([[-mid.weights[1, 0]], [mid.weights[1, 1]]])  # (2, 1)
+        for apart in (0.02, 0.035, 0.05, 0.07, 0.1, 0.14):
+            for away in (d, self.last.push, key.push):
+                shift = apart * share * away
+                via = self.contain(Key(rot=mid.rot[1], angles=mid.angles[1], wrist=mid.wrist[1] + shift,
+                                       pivot=0.5 * (self.last.pivot + key.pivot) + shift, push=away,
+                                       weights=mid.weights[1]))
+                if not self.collides(self.last, via, 6) and not self.collides(via, key, 6):
+                    self.add(via, speed=speed)
+                    return
+        self.failed = True  # no way round: the action is taken back (plausible_since)
         self.add(via, speed=speed)
 
     # transactions: an action whose frames would be implausible is taken back
@@ -311,8 +319,12 @@ class Script:
         return bool(forearm_ok(f, margin).all() and forearm_gap(f, key.wrist) >= FOREARM_MIN_GAP + 0.01
                     and elbows_apart(f, key.wrist) >= ELBOWS_APART)
 
-    def turn_pair(self, key: Key, axis: np.ndarray, angle: float, about: np.ndarray) -> Key:
-        """Both hands turned rigidly by ``angle`` about ``axis`` through ``about``: contacts kept."""
+    def turn_pair(self, key: Key, axis: np.ndarray, angle: float, about: np.ndarray,
+                  shift: np.ndarray | None = None) -> Key:
+        """Both hands turned rigidly by ``angle`` about ``axis`` through ``about``, then moved by
+        ``shift``: contacts kept. Sampled from a key pivoting about the same point of the pair, the
+        frames between move the pair as one body too (the same rotation left-multiplies both hands)."""
         Q = rot_about(axis, angle)
-        return replace(key, rot=Q @ key.rot, wrist=about + (key.wrist - about) @ Q.T,
-                       pivot=np.stack([about, about]), push=Q @ key.push)
+        shift = np.zeros(3) if shift is None else shift
+        return replace(key, rot=Q @ key.rot, wrist=about + shift + (key.wrist - about) @ Q.T,
+                       pivot=np.stack([about + shift, about + shift]), push=Q @ key.push)

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 
 from capture.studio.motion.handshapes import jittered
-from capture.studio.motion.moves import (contact_point, feasible_touch, go_to_contact, release, run_actions,
-                                         target_rotation)
+from capture.studio.motion.moves import (APPROACH_GAP, contact_point, dwell, feasible_touch, go_to_contact, release,
+                                         run_actions, target_rotation)
 from capture.studio.motion.rotations import unit
 from capture.studio.motion.sampling import Key
 from capture.studio.motion.script import Script
@@ -27,7 +27,7 @@ def _turn_about_contact(script: Script, rng: np.random.Generator, key: Key) -> N
         steps = [script.turn_pair(key, axis, a, about) for a in np.linspace(0, angle, 5)[1:]]
         if all(script.feasible(k, margin=0.03) for k in steps + [turned]):
             script.add(replace(turned, contact=True), speed=0.18)
-            script.hold(rng.uniform(0.1, 0.3))
+            dwell(script, rng, rng.uniform(0.3, 0.6), turn_deg=8.0, drift=0.008)
             return
 
 
@@ -55,11 +55,11 @@ def _act_tut(script: Script, rng: np.random.Generator) -> None:
     key = feasible_touch(script, make)
     if key is None:
         return
-    go_to_contact(script, script.separated(key, rng.uniform(0.03, 0.05)), key)
-    script.hold(rng.uniform(0.1, 0.25))
-    for _ in range(int(rng.integers(1, 3))):
+    go_to_contact(script, script.separated(key, rng.uniform(*APPROACH_GAP)), key)
+    dwell(script, rng, rng.uniform(0.3, 0.6), turn_deg=8.0, drift=0.008)
+    for _ in range(int(rng.integers(1, 4))):
         _turn_about_contact(script, rng, script.last)
-    release(script, rng.uniform(0.03, 0.05))
+    release(script, rng.uniform(*APPROACH_GAP))
 
 
 def choreograph(script: Script, rng: np.random.Generator, until: float) -> None:

@@ -1,4 +1,6 @@
-"""Which frames have the two hands in contact: the contacting-frame ratio of the HandDiffuse paper.
+"""The HandDiffuse paper's two interaction measures of two-hand motion: which frames have the
+hands in contact (the contacting-frame ratio), and the shortest joint distance per frame.
+Dataset statistics (``pipeline.stats``) and the studio's interaction benchmark use the same rule.
 
 A frame (both hands valid) is *contacting* when the shortest distance between a vertex of the
 left hand's posed mesh and a vertex of the right's is under ``threshold`` (3 mm in the paper),
@@ -30,11 +32,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from data_schemas.keypoints import N_HAND_JOINTS
 from hand_model.contact import hand_contact
 from hand_model.model import HandModel
 from hand_model.posing import BATCH, pose_hands
 
 THRESHOLD = 0.003  # m, the paper's contact distance
+
+
+def shortest_joint_distance(joints: np.ndarray) -> np.ndarray:
+    """(F, 42, 3) -> (F,) smallest distance between a left and a right joint (NaN where one is NaN)."""
+    left, right = joints[:, :N_HAND_JOINTS], joints[:, N_HAND_JOINTS:]  # (F, 21, 3) each
+    d = np.linalg.norm(left[:, :, None].astype(np.float64) - right[:, None], axis=-1)  # (F, 21, 21)
+    return d.reshape(len(d), -1).min(axis=1) if len(d) else np.zeros(0)
 
 
 @dataclass
