@@ -14,7 +14,7 @@ session that has ground truth (``ground_truth/sequences/<seq>/``, written by ``h
 - ``failed``: the share of the truth's frames the dataset does not hand to training: not exported,
   or exported with a hand not valid (``valid``).
 - ``contact_truth`` / ``contact_export``: the share of frames in contact by the stats rule
-  (``pipeline.contact_frames``: meshes closer than 3 mm, or interpenetrating) on the true
+  (``hand_model.contact_frames``: meshes closer than 3 mm, or interpenetrating) on the true
   parameters (every frame) and on the exported ones (the frames handed to training).
 - ``mindist_truth_cm`` / ``mindist_export_cm``: the mean shortest joint distance over the same frames.
 - ``contact_precision`` / ``contact_recall``: per frame, the exported contact flag against the
@@ -37,8 +37,7 @@ from data_schemas.mano import read_mano
 from data_schemas.session import CALIBRATION_TOML, MANO, SESSION_TOML, read_session_toml
 from data_schemas.shard import ShardReader, ShardSequence
 from hand_model.posing import hand_model_for
-from pipeline.contact_frames import contact_frames
-from pipeline.stats import shortest_joint_distance
+from hand_model.contact_frames import contact_frames, shortest_joint_distance
 
 CLOSE = 0.01  # m: a frame whose true shortest joint distance is under this is a "hands touching" frame
 TRUTH = "ground_truth"
