@@ -37,8 +37,9 @@ Stages, each with a fixed iteration budget:
    (``surface_points`` per hand); only their parameters move.
 
 A hand without a triangulated palm in a frame (seen by fewer than 2 cameras) is not fitted:
-its parameters are interpolated between the nearest frames where it is (``fill_between``),
-and the quality rule flags it (no data). Its 2D and temporal terms alone are bounded and
+it is carried across from the nearest frames where it is, its parameters on the cubic curve that
+joins them with their own velocities (``fill_between``); the quality rule flags it (no data) and
+gives it a confidence that falls with the distance to those frames (``fitting.confidence``). Its 2D and temporal terms alone are bounded and
 could slide it along a camera ray without end.
 """
 
@@ -562,17 +563,32 @@ def _restart_stuck(lm: _PoseLM, theta: torch.Tensor, cost: torch.Tensor, palm: t
 
 
 def fill_between(theta: torch.Tensor, known: torch.Tensor) -> None:
-    """In place: theta (B, 2, n) of the (frame, hand)s not ``known`` (B, 2) interpolated linearly
-    between the nearest known frames (the nearest one past the ends): the stand-in for a hand
-    without a triangulated palm, which the quality rule flags as having no data."""
+    """In place: theta (B, 2, n) of the (frame, hand)s not ``known`` (B, 2) carried across from the
+    nearest known frames: the stand-in for a hand without a triangulated palm, whose confidence
+    says how far it is from them (``fitting.confidence``). Inside a gap between known frames a and b,
+    the cubic Hermite curve through theta_a and theta_b with the known frames' own velocities (the
+    one-sided difference to the known frame beyond each end; the gap's mean velocity where that frame
+    is missing), so the motion goes on through the gap as it came in and leaves as it goes out; past
+    the first or last known frame, that frame's value."""
     for h in range(2):
         ok, miss = torch.nonzero(known[:, h]).flatten(), torch.nonzero(~known[:, h]).flatten()
         if len(ok) == 0 or len(miss) == 0:
             continue
         i = torch.searchsorted(ok, miss)
-        before, after = ok[(i - 1).clamp(min=0)], ok[i.clamp(max=len(ok) - 1)]
-        w = ((miss - before) / (after - before).clamp(min=1)).clamp(0, 1).to(theta.dtype)[:, None]
-        theta[miss, h] = (1 - w) * theta[before, h] + w * theta[after, h]
+        a, b = ok[(i - 1).clamp(min=0)], ok[i.clamp(max=len(ok) - 1)]  # (M,) known frame before, after
+        L = (b - a).clamp(min=1).to(theta.dtype)[:, None]  # (M, 1) gap length, frames
+        u = ((miss - a).to(theta.dtype)[:, None] / L).clamp(0, 1)  # (M, 1) 0 at a, 1 at b
+        pa, pb = theta[a, h], theta[b, h]  # (M, n)
+        secant = (pb - pa) / L  # per frame
+        ka, kb = known[(a - 1).clamp(min=0), h] & (a > 0), known[(b + 1).clamp(max=len(theta) - 1), h] & \
+            (b + 1 < len(theta))
+        va = torch.where(ka[:, None], pa - theta[(a - 1).clamp(min=0), h], secant)  # velocity at a, per frame
+        vb = torch.where(kb[:, None], theta[(b + 1).clamp(max=len(theta) - 1), h] - pb, secant)
+        h00, h10 = 2 * u ** 3 - 3 * u ** 2 + 1, u ** 3 - 2 * u ** 2 + u  # Hermite basis
+        h01, h11 = -2 * u ** 3 + 3 * u ** 2, u ** 3 - u ** 2
+        inside = (a < miss) & (miss < b)  # past either end: the nearest known frame (u is 0 or 1 there)
+        theta[miss, h] = torch.where(inside[:, None], h00 * pa + h10 * L * va + h01 * pb + h11 * L * vb,
+                                     torch.where((miss < a)[:, None], pa, pb))
 
 
 def _contact(model, layer, betas, go, hp, tr, close, energy, opts: FitOptions) -> None:

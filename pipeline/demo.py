@@ -137,14 +137,17 @@ def triangulate(cfg: DemoConfig) -> str:
 def fit(cfg: DemoConfig) -> str:
     from data_schemas.mano import read_mano
     from fitting.fit_stage import fit_session
+    from fitting.quality import QualityRule
 
     summaries = fit_session(cfg.session)
     e = errors_vs_truth(cfg, [s.name for s in summaries], lambda folder: read_mano(folder / "mano.h5"))
     frames = sum(s.frames for s in summaries)
     failed = sum(s.failed_frames for s in summaries)
+    carried = sum(s.carried_frames for s in summaries)
+    low = sum(s.low_confidence_frames for s in summaries)
     queued = sum(s.queued for s in summaries)
-    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; {failed} of {frames} frames failed, {queued} views "
-            "queued for annotation")
+    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; of {frames} frames {failed} inconsistent, {carried} short "
+            f"of evidence, {low} under confidence {QualityRule().min_confidence}; {queued} views queued for annotation")
 
 
 DEMO_SPLIT = (0.7, 0.0, 0.3)  # train / val / test shares of the demo's dataset

@@ -51,6 +51,7 @@ def make_quality(n_frames: int, rng: np.random.Generator) -> FitQuality:
         reproj_mean_px=rng.uniform(0, 3, shape), reproj_max_px=rng.uniform(3, 6, shape),
         residual3d=rng.uniform(0, 0.004, shape), penetration=np.zeros(shape),
         bone_deviation=rng.uniform(0, 0.05, shape), n_cameras=rng.integers(0, 8, shape), failure=failure,
+        confidence=rng.uniform(0, 1, shape),
     )
     q.reproj_mean_px[3, 1] = np.nan
     return q

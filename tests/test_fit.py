@@ -156,7 +156,7 @@ def test_contact_stage_resolves_deep_penetration(model):
     assert depths[0] > 0.005 and depths[10] < depths[0] - 0.002, depths
 
 
-def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
+def test_quality_rule_flags_broken_frames_and_queues_the_inconsistent(model, motion):
     m, joints, rig, kp = motion
     F = len(joints)
     flat = joints.reshape(F, 42, 3)
@@ -175,11 +175,42 @@ def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
     assert f[14, 0] & FailureReason.RESIDUAL_3D
     failed = set(np.nonzero((f != 0).any(1))[0])
     assert failed == {4, 9, 14}, failed
+    c = q.quality.confidence  # (F, 2)
+    assert 0.5 < c[4, 0] < 0.9  # its own two views half support it; its neighbours carry it further
+    assert c[9, 1] < 0.2 and (c[14] < 0.2).all()
+    assert (np.delete(c, [4, 9, 14], axis=0) > 0.95).all()
     items = choose_views(q, rig, rule, "s", np.arange(F), fit)
-    assert {i.frame for i in items} == {4, 9, 14}
+    assert {i.frame for i in items} == {9, 14}  # frame 4 has few views but agrees with them: not queued
     nine = [i for i in items if i.frame == 9]
     assert len(nine) == 3 and all(i.hand == "right" and i.reason == "reprojection" for i in nine)
     centre = fit[9, 1, 0]
     dirs = [rig[i.camera].center - centre for i in nine]
     dirs = [d / np.linalg.norm(d) for d in dirs]
     assert all(np.degrees(np.arccos(np.clip(a @ b, -1, 1))) >= 30 for k, a in enumerate(dirs) for b in dirs[k + 1:])
+
+
+def test_a_gap_without_evidence_is_carried_smoothly_with_lower_confidence(model, motion):
+    """The left hand unseen in frames 7-12 (no view, no triangulated joint): the fit carries it across
+    from its neighbours (no NaN, near the truth, smooth), its confidence falls with the distance to the
+    nearest seen frame, and it is not queued (nothing disagrees)."""
+    m, joints, rig, kp = motion
+    F = len(joints)
+    X = joints.reshape(F, 42, 3).copy()
+    gap = np.arange(7, 13)
+    X[gap, :21] = np.nan
+    kp = kp.copy()
+    kp[:, gap, :21] = (np.nan, np.nan, 0)
+    res = fit_sequence(model, FitInputs(X, None, None), FitOptions(device="cpu"))
+    for a in (res.global_orient, res.hand_pose, res.transl, res.joints):
+        assert np.isfinite(a).all()
+    err = np.linalg.norm(res.joints - joints, axis=-1).mean(-1)  # (F, 2)
+    assert err[gap, 0].max() < 0.003, err[:, 0]  # linear interpolation of the parameters: 6 mm
+    accel = np.linalg.norm(res.joints[2:] - 2 * res.joints[1:-1] + res.joints[:-2], axis=-1).mean(-1)  # (F-2, 2)
+    true_accel = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1).mean(-1)
+    assert (accel[5:13, 0] < true_accel[5:13, 0] + 0.002).all()  # no kink where the gap starts or ends
+    q = measure(res.joints, X, kp, rig, QualityRule(), fps=30.0)
+    c = q.quality.confidence[:, 0]
+    assert (q.quality.failure[gap, 0] == FailureReason.NO_DATA).all() and not q.quality.inconsistent.any()
+    assert (np.delete(c, gap) > 0.95).all() and (c[gap] < 0.95).all()
+    assert c[7] > c[8] > c[9] and c[12] > c[11] > c[10]  # lower further from the seen frames
+    assert choose_views(q, rig, QualityRule(), "s", np.arange(F), res.joints) == []

@@ -64,6 +64,41 @@ def test_mano_round_trip(tmp_path):
     back = read_mano(tmp_path / "m.h5")
     assert_same(m, back)
     assert FailureReason.names_of(int(back.quality.failure[1, 0])) == ["reprojection", "temporal_jump"]
+    np.testing.assert_array_equal(back.quality.confidence, m.quality.confidence)
+    assert back.quality.confidence.dtype == np.float32
+
+
+def test_mano_inconsistent_leaves_out_the_evidence_flags():
+    q = make_mano().quality  # (1, 0): reprojection + temporal jump; (3, 1): no data
+    q.failure[5, 0] = FailureReason.FEW_CAMERAS
+    assert np.argwhere(q.inconsistent).tolist() == [[1, 0]]
+    assert np.argwhere(q.failed).tolist() == [[1, 0], [3, 1], [5, 0]]
+
+
+def test_mano_confidence_outside_0_1_or_nan_is_refused(tmp_path):
+    m = make_mano()
+    m.quality.confidence[2, 1] = 1.5
+    with pytest.raises(SchemaError) as e:
+        write_mano(tmp_path / "m.h5", m)
+    assert str(e.value) == f"{tmp_path / 'm.h5'}: 'quality/confidence' has values above 1.0 (max 1.5)"
+    m.quality.confidence[2, 1] = np.nan
+    with pytest.raises(SchemaError) as e:
+        write_mano(tmp_path / "m.h5", m)
+    assert str(e.value) == (f"{tmp_path / 'm.h5'}: 'quality/confidence' has 1 NaN/inf values "
+                            "(first at index (2, 1))")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_mano_version_2_without_confidence_is_refused(tmp_path):
+    p = tmp_path / "m.h5"
+    write_mano(p, make_mano())
+    with h5py.File(p, "r+") as f:  # a fit of the version before confidence
+        f.attrs["version"] = 2
+        del f["quality/confidence"]
+    with pytest.raises(SchemaError) as e:
+        read_mano(p)
+    assert str(e.value) == (f"{p}: old handdiffuse.mano format version 2 (this handdiffuse reads version 3); "
+                            "re-run `handdiffuse fit`")
 
 
 def test_queue_round_trip(tmp_path):
