@@ -121,7 +121,35 @@ def test_shard_round_trip_and_window(tmp_path):
         np.testing.assert_allclose(w["joints"], seqs[0].joints[100:150], atol=1e-6)
         ds = r.file["sequences/demo__seq000/joints"]
         assert ds.chunks == (256, 42, 3) and ds.compression == "gzip" and ds.fletcher32
-        assert r.file.attrs["units"] == "m" and r.file.attrs["version"] == 1
+        assert r.file.attrs["units"] == "m" and r.file.attrs["version"] == 2
+        np.testing.assert_array_equal(r.read_window("demo__seq000", 5, 10, ("confidence",))["confidence"],
+                                      seqs[0].confidence[5:15])
+
+
+def test_shard_version_1_without_confidence_is_refused(tmp_path):
+    p = tmp_path / "shard-00000.h5"
+    write_shard(p, [make_sequence()])
+    with h5py.File(p, "r+") as f:  # a shard of the version before confidence
+        f.attrs["version"] = 1
+        del f["sequences/s0/confidence"]
+    with pytest.raises(SchemaError) as e:
+        read_shard(p)
+    assert str(e.value) == (f"{p}: old handdiffuse.shard format version 1 (this handdiffuse reads version 2); "
+                            "re-run `handdiffuse export`")
+
+
+def test_shard_confidence_in_0_1_and_0_where_not_valid(tmp_path):
+    p = tmp_path / "shard-00000.h5"
+    seq = make_sequence()  # frame 10's right hand not valid
+    seq.confidence[3, 0] = -0.1
+    with pytest.raises(SchemaError) as e:
+        write_shard(p, [seq])
+    assert str(e.value) == f"{p}: 'sequence 's0' confidence' has values below 0.0 (min -0.1)"
+    seq.confidence[3, 0], seq.confidence[10, 1] = 0.5, 0.5
+    with pytest.raises(SchemaError) as e:
+        write_shard(p, [seq])
+    assert str(e.value) == f"{p}: sequence 's0': 'confidence' must be 0 where the hand is not valid"
+    assert not p.exists()
 
 
 # ---- bad input: exact messages -------------------------------------------------------
@@ -164,7 +192,7 @@ def test_unknown_shard_version_message(tmp_path):
         f.attrs["version"] = 7
     with pytest.raises(SchemaError) as e:
         read_shard(p)
-    assert str(e.value) == (f"{p}: unknown handdiffuse.shard format version 7 (this handdiffuse reads version 1); "
+    assert str(e.value) == (f"{p}: unknown handdiffuse.shard format version 7 (this handdiffuse reads version 2); "
                             "upgrade handdiffuse, or re-run `handdiffuse export` to rewrite it")
 
 
