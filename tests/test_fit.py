@@ -109,8 +109,9 @@ def test_surface_subset_and_penetration_penalty(model):
 
 
 def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
-    """A hand with no triangulated palm (seen by too few cameras) is interpolated from the frames
-    either side and stays there: its bounded 2D and temporal terms must not carry it off."""
+    """A hand with no triangulated palm (seen by too few cameras) is carried across from the frames
+    either side (the cubic Hermite curve through frames 7 and 11 with the velocities 7 - 6 and 12 - 11)
+    and stays there: its bounded 2D and temporal terms must not carry it off."""
     m, joints, rig, kp = motion
     X = joints.reshape(-1, 42, 3).copy()
     X[8:11, 21:] = np.nan  # right hand lost for 3 frames
@@ -118,9 +119,12 @@ def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
     kp[2:, 8:11, 21:] = (np.nan, np.nan, 0.0)  # ... seen by 2 cameras only
     kp[:2, 8:11, 21:, :2] += 150.0  # and wrongly there
     res = fit_sequence(model, FitInputs(X, kp, rig), FitOptions())
-    for f, w in zip(range(8, 11), (0.25, 0.5, 0.75)):
-        expect = (1 - w) * res.transl[7, 1] + w * res.transl[11, 1]
-        assert np.abs(res.transl[f, 1] - expect).max() < 1e-5
+    t = res.transl[:, 1].astype(np.float64)  # (F, 3)
+    va, vb = t[7] - t[6], t[12] - t[11]  # per frame
+    for f, u in zip(range(8, 11), (0.25, 0.5, 0.75)):
+        expect = ((2 * u ** 3 - 3 * u ** 2 + 1) * t[7] + (u ** 3 - 2 * u ** 2 + u) * 4 * va
+                  + (-2 * u ** 3 + 3 * u ** 2) * t[11] + (u ** 3 - u ** 2) * 4 * vb)
+        assert np.abs(t[f] - expect).max() < 1e-5
     assert np.linalg.norm(res.joints[8:11, 1] - joints[8:11, 1], axis=-1).mean() < 0.02
 
 
@@ -204,10 +208,10 @@ def test_a_gap_without_evidence_is_carried_smoothly_with_lower_confidence(model,
     for a in (res.global_orient, res.hand_pose, res.transl, res.joints):
         assert np.isfinite(a).all()
     err = np.linalg.norm(res.joints - joints, axis=-1).mean(-1)  # (F, 2)
-    assert err[gap, 0].max() < 0.003, err[:, 0]  # linear interpolation of the parameters: 6 mm
+    assert err[gap, 0].max() < 0.001, err[:, 0]  # linear interpolation of the parameters: 2.2 mm
     accel = np.linalg.norm(res.joints[2:] - 2 * res.joints[1:-1] + res.joints[:-2], axis=-1).mean(-1)  # (F-2, 2)
     true_accel = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1).mean(-1)
-    assert (accel[5:13, 0] < true_accel[5:13, 0] + 0.002).all()  # no kink where the gap starts or ends
+    assert (accel[5:13, 0] < true_accel[5:13, 0] + 0.0005).all()  # no kink where the gap starts or ends (linear: 1 mm)
     q = measure(res.joints, X, kp, rig, QualityRule(), fps=30.0)
     c = q.quality.confidence[:, 0]
     assert (q.quality.failure[gap, 0] == FailureReason.NO_DATA).all() and not q.quality.inconsistent.any()
