@@ -39,8 +39,8 @@ Stages, each with a fixed iteration budget:
 A hand without a triangulated palm in a frame (seen by fewer than 2 cameras) is not fitted:
 it is carried across from the nearest frames where it is, its parameters on the cubic curve that
 joins them with their own velocities (``fill_between``); the quality rule flags it (no data) and
-gives it a confidence that falls with the distance to those frames (``fitting.confidence``). Its 2D and temporal terms alone are bounded and
-could slide it along a camera ray without end.
+gives it a confidence that falls with the distance to those frames (``fitting.confidence``). Its
+2D and temporal terms alone are bounded and could slide it along a camera ray without end.
 """
 
 from __future__ import annotations

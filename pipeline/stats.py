@@ -24,8 +24,9 @@ And, to see what the dataset holds: 3. frames per sequence; 4. sequences and fra
 category and per split (the manifest's columns); 5. fit quality: the fit error of every
 valid (frame, hand), each sequence's valid fraction and share of frames with manual 2D
 annotation, and the confidence of every frame (the lower of its two hands': 0 where a hand is
-not valid) with the share of frames a generator trains on (at least ``MIN_CONFIDENCE``); 6. a t-SNE (scikit-learn) of up to ``tsne_frames`` frames' hand poses (both
-hands, 90 numbers, relative to the flat hand), drawn with a fixed seed.
+not valid) with the share of frames a generator trains on (at least ``MIN_CONFIDENCE``); 6. a
+t-SNE (scikit-learn) of up to ``tsne_frames`` frames' hand poses (both hands, 90 numbers, relative
+to the flat hand), drawn with a fixed seed.
 
 Every file is written atomically, stats.json last: its presence means the set is complete.
 """
