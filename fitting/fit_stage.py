@@ -107,7 +107,7 @@ class FitSummary:
     skipped: bool = False
     spliced: list[int] | None = None  # --frames: the frames replaced (None: the whole sequence)
     fitted: int = 0  # frames fitted (with --frames: context included)
-    carried_frames: int = 0  # frames with either hand short of evidence (EVIDENCE flags): held up by its neighbours
+    short_frames: int = 0  # frames with either hand short of evidence (EVIDENCE flags): its neighbours help carry it
     low_confidence_frames: int = 0  # frames with either hand's confidence under the rule's min_confidence
 
     @property

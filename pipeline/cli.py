@@ -190,7 +190,7 @@ class Fit(FitConfig):
             why = ", ".join(f"{k} {v}" for k, v in s.reasons.items()) or "none"
             what = f"{s.frames} frames" if s.spliced is None else \
                 f"frames {_frames(s.spliced)} spliced ({s.fitted} fitted with their context)"
-            print(f"fitted {s.name}: {what} -> {out}: {s.failed_frames} frames inconsistent, {s.carried_frames} "
+            print(f"fitted {s.name}: {what} -> {out}: {s.failed_frames} frames inconsistent, {s.short_frames} "
                   f"short of evidence, {s.low_confidence_frames} under confidence "
                   f"{self.rule.min_confidence} (flags: {why}); {s.queued} views queued; {s.frames_per_s:.1f} "
                   f"frames/s, {s.seconds:.1f} s")

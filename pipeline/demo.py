@@ -143,10 +143,10 @@ def fit(cfg: DemoConfig) -> str:
     e = errors_vs_truth(cfg, [s.name for s in summaries], lambda folder: read_mano(folder / "mano.h5"))
     frames = sum(s.frames for s in summaries)
     failed = sum(s.failed_frames for s in summaries)
-    carried = sum(s.carried_frames for s in summaries)
+    short = sum(s.short_frames for s in summaries)
     low = sum(s.low_confidence_frames for s in summaries)
     queued = sum(s.queued for s in summaries)
-    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; of {frames} frames {failed} inconsistent, {carried} short "
+    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; of {frames} frames {failed} inconsistent, {short} short "
             f"of evidence, {low} under confidence {QualityRule().min_confidence}; {queued} views queued for annotation")
 
 
