@@ -4,7 +4,8 @@ import torch
 
 from capture.studio.motion import make_motion
 from data_schemas.mano import FailureReason
-from fitting.fit import FitInputs, FitOptions, fit_sequence, fit_shape, kabsch, penetration_penalty, right_jacobian
+from fitting.fit import (FitInputs, FitOptions, fill_between, fit_sequence, fit_shape, kabsch, penetration_penalty,
+                         right_jacobian)
 from data_schemas.camera_model import rodrigues_to_matrix_torch as rodrigues
 from hand_model.joints_layer import JointsLayer
 from hand_model.model import HandModel
@@ -110,8 +111,8 @@ def test_surface_subset_and_penetration_penalty(model):
 
 def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
     """A hand with no triangulated palm (seen by too few cameras) is carried across from the frames
-    either side (the cubic Hermite curve through frames 7 and 11 with the velocities 7 - 6 and 12 - 11)
-    and stays there: its bounded 2D and temporal terms must not carry it off."""
+    either side (the cubic Hermite curve through frames 7 and 11 with the velocities 7 - 6 and 12 - 11,
+    limited against overshoot) and stays there: its bounded 2D and temporal terms must not carry it off."""
     m, joints, rig, kp = motion
     X = joints.reshape(-1, 42, 3).copy()
     X[8:11, 21:] = np.nan  # right hand lost for 3 frames
@@ -120,7 +121,9 @@ def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
     kp[:2, 8:11, 21:, :2] += 150.0  # and wrongly there
     res = fit_sequence(model, FitInputs(X, kp, rig), FitOptions())
     t = res.transl[:, 1].astype(np.float64)  # (F, 3)
-    va, vb = t[7] - t[6], t[12] - t[11]  # per frame
+    secant = (t[11] - t[7]) / 4
+    va, vb = ((np.where(v * secant > 0, np.sign(secant) * np.minimum(np.abs(v), 3 * np.abs(secant)), 0))
+              for v in (t[7] - t[6], t[12] - t[11]))  # per frame, limited: same sign as the secant, at most 3x it
     for f, u in zip(range(8, 11), (0.25, 0.5, 0.75)):
         expect = ((2 * u ** 3 - 3 * u ** 2 + 1) * t[7] + (u ** 3 - 2 * u ** 2 + u) * 4 * va
                   + (-2 * u ** 3 + 3 * u ** 2) * t[11] + (u ** 3 - u ** 2) * 4 * vb)
@@ -218,3 +221,21 @@ def test_a_gap_without_evidence_is_carried_smoothly_with_lower_confidence(model,
     assert (np.delete(c, gap) > 0.95).all() and (c[gap] < 0.95).all()
     assert c[7] > c[8] > c[9] and c[12] > c[11] > c[10]  # lower further from the seen frames
     assert choose_views(q, rig, QualityRule(), "s", np.arange(F), res.joints) == []
+
+
+def test_a_gap_is_carried_between_its_ends_even_after_a_jumpy_edge_frame():
+    """Frames 3-6 unknown between 2 (reached by a jump of 1 from frame 1) and 7: the curve keeps to
+    [theta_2, theta_7] and rises monotonically (an unlimited curve would take the jump's speed and
+    overshoot 1.2); a smooth run is continued with its own speed; past the ends, the end's value."""
+    theta = torch.zeros(10, 2, 1, dtype=torch.float64)
+    theta[:, 0, 0] = torch.tensor([0, 0, 1, 0, 0, 0, 0, 1.2, 1.2, 0], dtype=torch.float64)
+    theta[:, 1, 0] = torch.arange(10, dtype=torch.float64) * 0.1  # a steady motion
+    known = torch.zeros(10, 2, dtype=torch.bool)
+    known[[0, 1, 2, 7, 8], 0] = True
+    known[[1, 2, 6, 7], 1] = True
+    truth = theta[:, 1, 0].clone()
+    fill_between(theta, known)
+    gap = theta[3:7, 0, 0]
+    assert (gap >= 1.0).all() and (gap <= 1.2).all() and (gap[1:] >= gap[:-1]).all(), gap
+    assert theta[9, 0, 0] == 1.2
+    assert torch.allclose(theta[3:6, 1, 0], truth[3:6]) and (theta[[0, 8, 9], 1, 0] == truth[[1, 7, 7]]).all()
