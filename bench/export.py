@@ -69,6 +69,7 @@ def make_sequence(i: int, frames: int, fps: float, rng: np.random.Generator) -> 
         global_orient=rng.uniform(-1.5, 1.5, (1, 2, 3)) + smooth(rng, frames, (2, 3), 1.0, fps),
         hand_pose=smooth(rng, frames, (2, 45), 0.3, fps), betas=rng.normal(0, 1, (2, 10)), transl=transl,
         valid=~invalid, manual=np.stack([runs(rng, frames, 0.01, 5)] * 2, axis=1), fit_error=fit_error,
+        confidence=np.where(invalid, 0, rng.uniform(0.3, 1, (frames, 2))).astype(np.float32),
         session="bench", subject=f"subject-{i % 10:02d}", category=CATEGORIES[i % len(CATEGORIES)],
         capture_date="2026-11-25",
     )

@@ -37,10 +37,15 @@ Reading (``Windows``): items are every start ``s = 0, stride, 2 stride, ...`` wi
 no window mixes splits); sequences shorter than ``window`` are skipped and listed in
 ``short``. An item::
 
-    {<field>:   (W, ...) float32 / bool   each requested field, e.g. "joints" (W, 42, 3) m
-     "valid":   (W, 2)   bool             hand fitted and accepted in this frame
-     "sequence": ()      int64            index into ``names``
-     "start":   ()       int64            first frame of the window}
+    {<field>:      (W, ...) float32 / bool   each requested field, e.g. "joints" (W, 42, 3) m
+     "valid":      (W, 2)   bool             there is an estimate of the hand in this frame
+     "confidence": (W, 2)   float32          how far it is trusted (data_schemas.shard)
+     "sequence":   ()       int64            index into ``names``
+     "start":      ()       int64            first frame of the window}
+
+What a model learns from is ``complete_windows(min_confidence)``: the windows whose every frame
+has both hands valid and trusted at least ``min_confidence`` (default ``MIN_CONFIDENCE``; 0: every
+estimate, carried hands included).
 
 HDF5 handles are opened lazily, per process (keyed by ``os.getpid()``): an h5py file must
 not cross a fork, so each DataLoader worker opens the shards itself on its first item.
@@ -76,6 +81,7 @@ from data_schemas.shard import (FRAME_FIELDS, META_FIELDS, SHARD_NAME, ShardRead
 MB = 2**20
 GIB = 2**30
 DEFAULT_SPLIT_SEED, DEFAULT_SPLIT_RATIOS = 0, (0.8, 0.1, 0.1)
+MIN_CONFIDENCE = 0.5  # the windows a model learns from: both hands at least this trusted in every frame
 FIELDS = FRAME_FIELDS + ("betas",)  # a sequence's arrays; betas: (2, 10), the sequence's, whatever the window
 _SHARD_RE = re.compile(r"^shard-(\d+)\.h5$")
 LOG = logging.getLogger("handdiffuse")
@@ -353,7 +359,7 @@ class Windows:
             raise SchemaError(where, f"unknown split {split!r} (known: {', '.join(SPLITS)}, or None for all)")
         self.window, self.stride, self.preload, self.cache_bytes = int(window), int(stride), preload, cache_bytes
         self.fields = tuple(dict.fromkeys(fields))
-        self._read = tuple(dict.fromkeys(self.fields + ("valid",)))  # what each item carries
+        self._read = tuple(dict.fromkeys(self.fields + ("valid", "confidence")))  # what each item carries
         rows = read_manifest(self.root)
         if split is not None:
             rows = rows[rows["split"] == split]
@@ -411,18 +417,23 @@ class Windows:
         cache.put(k, arrays)
         return arrays
 
-    def complete_windows(self) -> np.ndarray:
-        """Item indices (int64) of the windows whose frames are all valid on both hands (the
-        ones a generator trains on: invalid frames carry NaN joints). Reads ``valid`` only."""
+    def complete_windows(self, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:
+        """Item indices (int64) of the windows whose frames all have both hands valid and of confidence
+        at least ``min_confidence`` (the ones a generator trains on: invalid frames carry NaN joints, and
+        a hand of low confidence was carried across missing evidence or disagrees with it). Reads
+        ``valid`` and ``confidence`` only."""
+        if not 0.0 <= min_confidence <= 1.0:
+            raise SchemaError(manifest_path(self.root), f"min_confidence must be in [0, 1], got {min_confidence}")
         cache = self._process_cache()
         out = []
         for k in range(len(self.names)):
             if self.preload:
-                valid = self._sequence(k)["valid"]
+                valid, conf = (self._sequence(k)[f] for f in ("valid", "confidence"))
             else:
                 group = cache.reader(self._shards[k]).file[self._groups[k]]
-                valid = h5io.read_array(group, "valid", self._shards[k])
-            bad = np.concatenate([[0], np.cumsum(~valid.all(-1))])  # (F + 1,) invalid frames before each
+                valid, conf = (h5io.read_array(group, f, self._shards[k]) for f in ("valid", "confidence"))
+            usable = (valid & (conf >= min_confidence)).all(-1)  # (F,)
+            bad = np.concatenate([[0], np.cumsum(~usable)])  # (F + 1,) unusable frames before each
             starts = np.arange(0, self._frames[k] - self.window + 1, self.stride)
             ok = bad[starts + self.window] == bad[starts]
             out.append(self._first[k] + np.flatnonzero(ok))

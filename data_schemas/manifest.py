@@ -22,7 +22,7 @@ Columns (format ``handdiffuse.manifest``, version 1)::
     capture_date       str
     split              str      "train" | "val" | "test", fixed per sequence
     manual_frames      int64    frames where either hand carries manual 2D annotation
-    valid_fraction     float64  share of (frame, hand) with an accepted fit
+    valid_fraction     float64  share of (frame, hand) valid (with an estimate)
     mean_fit_error_mm  float64  mean fit error over valid (frame, hand), mm; NaN if unknown
     fingerprint        str      hash of what the sequence was made from; equal -> not exported again
 

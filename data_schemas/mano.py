@@ -1,7 +1,7 @@
 """Fitted hand-model parameters of one sequence with per-frame fit quality:
 ``sequences/<seq>/mano.h5``. Hand axis: 0 = left, 1 = right (as the keypoint order).
 
-HDF5 tree (format ``handdiffuse.mano``, version 2)::
+HDF5 tree (format ``handdiffuse.mano``, version 3)::
 
     /  attrs: format, version, fps, hand_model ("open_hand" | "mano" | ...),
               flat_hand_mean (bool: hand_pose is relative to the flat hand, not MANO's mean),
@@ -23,7 +23,16 @@ HDF5 tree (format ``handdiffuse.mano``, version 2)::
                                         subject's (median over the hand's bones)
       n_cameras       (F, 2)  int16     cameras with a detection of this hand
       failure         (F, 2)  uint16    FailureReason bit flags; 0 = fit accepted
-    Quality values may be NaN only where failure has the NO_DATA bit.
+      confidence      (F, 2)  float32   in [0, 1]: how far the hand's estimate is trusted, from the
+                                        evidence that supported it (views, joints, agreement) or, for a
+                                        hand carried by the fit's temporal terms, from its distance to
+                                        the nearest well-supported frame (``fitting.confidence``)
+    Quality values may be NaN only where failure has the NO_DATA bit; confidence never.
+
+Every frame has an estimate: a hand with too little evidence (NO_DATA, FEW_CAMERAS: the
+``EVIDENCE`` flags) is carried by the fit from its neighbours and gets a low confidence; the
+other flags say the fit disagrees with its evidence (``FitQuality.inconsistent``). Version 2
+(no confidence) is refused: re-run ``handdiffuse fit``.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_KEYPOINTS
 
 FORMAT = "handdiffuse.mano"
-VERSION = 2
+VERSION = 3
 PRODUCED_BY = "handdiffuse fit"
 N_BETAS = 10
 N_POSE = 45
@@ -71,8 +80,10 @@ class FailureReason(enum.IntFlag):
 
 
 REASON_NAMES = tuple(r.name.lower() for r in FailureReason)
+EVIDENCE = FailureReason.NO_DATA | FailureReason.FEW_CAMERAS  # too little evidence, not a disagreement
 
 _QUALITY_FLOAT = ("reproj_mean_px", "reproj_max_px", "residual3d", "penetration", "bone_deviation")
+QUALITY_FIELDS = _QUALITY_FLOAT + ("n_cameras", "failure", "confidence")  # quality/'s datasets
 
 
 @dataclass
@@ -84,9 +95,10 @@ class FitQuality:
     bone_deviation: np.ndarray  # (F, 2)
     n_cameras: np.ndarray  # (F, 2) int16
     failure: np.ndarray  # (F, 2) uint16 FailureReason flags
+    confidence: np.ndarray  # (F, 2) float32 in [0, 1]
 
     def __post_init__(self) -> None:
-        for k in _QUALITY_FLOAT:
+        for k in _QUALITY_FLOAT + ("confidence",):
             setattr(self, k, np.asarray(getattr(self, k), dtype=np.float32))
         self.n_cameras = np.asarray(self.n_cameras, dtype=np.int16)
         self.failure = np.asarray(self.failure, dtype=np.uint16)
@@ -96,9 +108,16 @@ class FitQuality:
         """(F, 2) bool."""
         return self.failure != 0
 
+    @property
+    def inconsistent(self) -> np.ndarray:
+        """(F, 2) bool: the fit disagrees with its evidence (a flag other than the ``EVIDENCE`` ones)."""
+        return (self.failure & ~np.uint16(EVIDENCE)) != 0
+
     def validate(self, source: str | Path, dims: dict[str, int]) -> None:
-        for k in _QUALITY_FLOAT + ("n_cameras", "failure"):
+        for k in _QUALITY_FLOAT + ("n_cameras", "failure", "confidence"):
             check_shape(source, f"quality/{k}", getattr(self, k), ("F", 2), dims)
+        check_finite(source, "quality/confidence", self.confidence)
+        check_range(source, "quality/confidence", self.confidence, 0.0, 1.0)
         has_data = (self.failure & FailureReason.NO_DATA) == 0
         for k in _QUALITY_FLOAT:
             check_finite(source, f"quality/{k}", getattr(self, k), where=has_data, why="where the hand has data")
@@ -154,7 +173,7 @@ def write_mano(path: str | Path, fit: ManoFit) -> None:
             h5io.write_array(f, k, getattr(fit, k))
         h5io.write_array(f, "betas", fit.betas, chunk_frames=None)
         q = f.create_group("quality")
-        for k in _QUALITY_FLOAT + ("n_cameras", "failure"):
+        for k in QUALITY_FIELDS:
             h5io.write_array(q, k, getattr(fit.quality, k))
 
 
@@ -163,7 +182,7 @@ def read_mano(path: str | Path) -> ManoFit:
         if "quality" not in f:
             raise SchemaError(path, "missing group '/quality'")
         q = f["quality"]
-        quality = FitQuality(**{k: h5io.read_array(q, k, path) for k in _QUALITY_FLOAT + ("n_cameras", "failure")})
+        quality = FitQuality(**{k: h5io.read_array(q, k, path) for k in QUALITY_FIELDS})
         fit = ManoFit(
             **{k: h5io.read_array(f, k, path) for k in ("frames", "global_orient", "hand_pose", "betas", "transl",
                                                         "joints")},

@@ -1,13 +1,13 @@
-"""The dataset's files: HDF5 sequence shards, format version 1 (``export/shard-00000.h5`` ...).
+"""The dataset's files: HDF5 sequence shards, format version 2 (``export/shard-00000.h5`` ...).
 
 A shard holds many sequences of one frame rate. Everything is in metres and
 seconds; hand axis 0 = left, 1 = right; joints in the 42-point order of
 ``data_schemas.keypoints``. A dataset folder (its shards and the manifest that lists
 them) is written and read through ``data_schemas.dataset``; this module is one file.
 
-HDF5 tree (format ``handdiffuse.shard``, version 1)::
+HDF5 tree (format ``handdiffuse.shard``, version 2)::
 
-    /  attrs: format = "handdiffuse.shard", version = 1, units = "m",
+    /  attrs: format = "handdiffuse.shard", version = 2, units = "m",
               fps, rotation = "axis_angle", created (ISO 8601 UTC),
               handdiffuse_version, n_sequences, n_frames
     sequences/
@@ -19,9 +19,17 @@ HDF5 tree (format ``handdiffuse.shard``, version 1)::
         hand_pose      (F, 2, 45)  float32  axis-angle, MANO joint order
         betas          (2, 10)     float32
         transl         (F, 2, 3)   float32  m
-        valid          (F, 2)      bool     hand fitted and accepted in this frame
+        valid          (F, 2)      bool     there is an estimate of the hand in this frame
         manual         (F, 2)      bool     frame carries manual 2D annotation (provenance)
         fit_error      (F, 2)      float32  mean 3D residual of the fit, m; NaN if unknown
+        confidence     (F, 2)      float32  in [0, 1], how far the estimate is trusted; 0 where not valid
+
+Every frame of a sequence is kept: a captured hand with little evidence is carried by the fit
+from its neighbours and comes with a low ``confidence`` (mano.h5's, ``fitting.confidence``),
+which readers use to choose their frames (training: every frame of a window at least
+``--min-confidence``). Imported sequences carry the source's own validity as confidence 1 or 0,
+generated ones 1. Version 1 (no confidence, ``valid`` meaning "fit accepted") is refused: export
+again.
 
 What ``joints`` are depends on the sequence's ``source``; the MANO parameters beside them are
 always parameters of the hand model ``hand_model`` names (posed relative to its mean or flat
@@ -52,19 +60,19 @@ import h5py
 import numpy as np
 
 from data_schemas import h5io
-from data_schemas.checks import check_finite, check_shape
+from data_schemas.checks import check_finite, check_range, check_shape
 from data_schemas.errors import SchemaError
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 from data_schemas.mano import N_BETAS, N_POSE
 
 FORMAT = "handdiffuse.shard"
-VERSION = 1
+VERSION = 2
 PRODUCED_BY = "handdiffuse export"
 SHARD_NAME = "shard-{index:05d}.h5"
 CHUNK_FRAMES = 256
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-FRAME_FIELDS = ("joints", "global_orient", "hand_pose", "transl", "valid", "manual", "fit_error")
+FRAME_FIELDS = ("joints", "global_orient", "hand_pose", "transl", "valid", "manual", "fit_error", "confidence")
 META_FIELDS = ("source", "session", "subject", "category", "capture_date", "hand_model")
 
 
@@ -80,6 +88,7 @@ class ShardSequence:
     valid: np.ndarray  # (F, 2) bool
     manual: np.ndarray  # (F, 2) bool
     fit_error: np.ndarray  # (F, 2) m
+    confidence: np.ndarray  # (F, 2) in [0, 1]
     source: str = "capture"
     session: str = ""
     subject: str = ""
@@ -89,7 +98,7 @@ class ShardSequence:
     flat_hand_mean: bool = True
 
     def __post_init__(self) -> None:
-        for k in ("joints", "global_orient", "hand_pose", "betas", "transl", "fit_error"):
+        for k in ("joints", "global_orient", "hand_pose", "betas", "transl", "fit_error", "confidence"):
             setattr(self, k, np.asarray(getattr(self, k), dtype=np.float32))
         self.valid = np.asarray(self.valid, dtype=bool)
         self.manual = np.asarray(self.manual, dtype=bool)
@@ -110,7 +119,7 @@ class ShardSequence:
         check_shape(source, f"{where} hand_pose", self.hand_pose, ("F", 2, N_POSE), dims)
         check_shape(source, f"{where} betas", self.betas, (2, N_BETAS), dims)
         check_shape(source, f"{where} transl", self.transl, ("F", 2, 3), dims)
-        for k in ("valid", "manual", "fit_error"):
+        for k in ("valid", "manual", "fit_error", "confidence"):
             check_shape(source, f"{where} {k}", getattr(self, k), ("F", 2), dims)
         if dims["F"] == 0:
             raise SchemaError(source, f"{where} has no frames")
@@ -120,6 +129,10 @@ class ShardSequence:
         for k in ("global_orient", "hand_pose", "transl"):
             check_finite(source, f"{where} {k}", getattr(self, k), where=self.valid, why="where the hand is valid")
         check_finite(source, f"{where} betas", self.betas)
+        check_finite(source, f"{where} confidence", self.confidence)
+        check_range(source, f"{where} confidence", self.confidence, 0.0, 1.0)
+        if (self.confidence[~self.valid] > 0).any():
+            raise SchemaError(source, f"{where}: 'confidence' must be 0 where the hand is not valid")
 
 
 @dataclass

@@ -18,6 +18,7 @@ import h5py
 
 from data_schemas import h5io, joints3d, keypoints2d, landmarks, mano, manifest, shard
 from data_schemas.calibration import read_calibration
+from data_schemas.dataset import MIN_CONFIDENCE
 from data_schemas.errors import SchemaError
 from data_schemas.queue import read_queue
 from data_schemas.session import GROUND_TRUTH, SESSION_TOML, Session, read_session_toml
@@ -63,11 +64,14 @@ def _check_h5(path: Path) -> tuple[str, str]:
     if fmt == mano.FORMAT:
         m = mano.read_mano(path)
         return "mano", (f"{len(m.frames)} frames, hand model {m.hand_model}, "
-                        f"{m.quality.failed.any(axis=1).sum()} frames failed")
+                        f"{m.quality.inconsistent.any(axis=1).sum()} frames inconsistent, "
+                        f"{(m.quality.confidence < MIN_CONFIDENCE).any(axis=1).sum()} of confidence under "
+                        f"{MIN_CONFIDENCE}")
     if fmt == landmarks.FORMAT:
         d = landmarks.read_landmarks(path)
         return "landmarks", (f"detector {d.detector} on hand model {d.hand_model}, {d.weights.shape[-1]} vertices "
-                             f"per landmark, residual {float(d.residual_px.mean()):.2f} px (mean over landmarks of the median)")
+                             f"per landmark, residual {float(d.residual_px.mean()):.2f} px (mean over landmarks "
+                             "of the median)")
     if fmt == shard.FORMAT:
         with shard.ShardReader(path) as r:
             problems = r.verify()

@@ -6,15 +6,16 @@ in the worker, which returns arrays, 4-5 here, so the files do not depend on whe
 1. read joints3d.h5 (triangulate) with its 2D evidence (the hands on their sides, a person's
    points over the detections: resolved once by the triangulate stage) and the calibration
 2. fit both hands (``fitting.fit``)
-3. measure the fit and mark failed frames (``fitting.quality``)
-4. queue: the failed frames' best views go to annotation/queue.jsonl (this sequence's
+3. measure the fit, flag its frames and give each hand a confidence (``fitting.quality``): a hand
+   short of evidence is carried by the fit from its neighbours and trusted less
+4. queue: the best views of the frames that stay inconsistent go to annotation/queue.jsonl (this sequence's
    items replaced, other sequences' kept)
 5. write sequences/<seq>/mano.h5 with the fitted joints, the quality and the inputs'
    fingerprint, last: a run killed between the two writes refits the sequence and replaces its
    queue items again
 
 queue rebuilds annotation/queue.jsonl from every sequence's mano.h5 (its stored failure
-flags and fitted joints), e.g. after changing ``--rule.views-per-frame``.
+flags, confidence and fitted joints), e.g. after changing ``--rule.views-per-frame``.
 
 A sequence's fit runs on ``--threads`` torch threads wherever it runs (the thread count can
 change float sums), so its mano.h5 is bit-identical with any executor on the same device.
@@ -55,7 +56,7 @@ from data_schemas.joints3d import Joints3D, read_joints3d, read_joints3d_inputs
 from data_schemas.keypoints2d import read_detector, read_keypoints2d
 from data_schemas.landmarks import LandmarkDefinition, read_landmarks, shipped_definition
 from data_schemas.lock import writing, writing_all
-from data_schemas.mano import ManoFit, read_mano, write_mano
+from data_schemas.mano import QUALITY_FIELDS, ManoFit, read_mano, write_mano
 from data_schemas.queue import QueueItem, read_queue, write_queue
 from data_schemas.session import CALIBRATION_TOML, JOINTS3D, KEYPOINTS2D, MANO, QUEUE, SEQUENCE_DIR, Session
 from fitting.fit import FitInputs, FitOptions, fit_sequence
@@ -64,7 +65,7 @@ from fitting.quality import Measures, QualityRule, ViewRule, choose_views, measu
 
 @dataclass
 class FitConfig(ExecutorOptions):
-    """Fit both hands' MANO parameters to the joints and keypoints -> mano.h5; queue failed frames."""
+    """Fit both hands' MANO parameters to the joints and keypoints -> mano.h5; queue inconsistent frames."""
 
     sequences: list[str] = field(default_factory=list)
     """Sequences to fit (default: all with joints3d.h5)."""
@@ -113,13 +114,15 @@ class QueueConfig:
 class FitSummary:
     name: str
     frames: int
-    failed_frames: int  # frames with either hand failed
+    failed_frames: int  # frames with either hand inconsistent (a FailureReason other than the EVIDENCE ones)
     queued: int  # queue items (views) of this sequence
     reasons: dict[str, int]  # failure reason -> (frame, hand) count
     seconds: float
     skipped: bool = False
     spliced: list[int] | None = None  # --frames: the frames replaced (None: the whole sequence)
     fitted: int = 0  # frames fitted (with --frames: context included)
+    short_frames: int = 0  # frames with either hand short of evidence (EVIDENCE flags): its neighbours help carry it
+    low_confidence_frames: int = 0  # frames with either hand's confidence under the rule's min_confidence
 
     @property
     def frames_per_s(self) -> float:
@@ -270,7 +273,7 @@ def fit_one(job: tuple[Path, str, FitConfig, str, bool]) -> FittedSequence:
         # 3.
         vertices_of = _vertices_of(model, res.global_orient, res.hand_pose, res.betas, res.transl)
         m = measure(res.joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped,
-                    fit_landmarks=res.landmarks)
+                    j3d.fps, fit_landmarks=res.landmarks)
         F = len(j3d.frames)
         fit = ManoFit(j3d.frames, res.global_orient, res.hand_pose, res.betas, res.transl,
                       res.joints.reshape(F, -1, 3), m.quality, j3d.fps,
@@ -318,10 +321,9 @@ def _fit_frames(session: Session, seq: str, cfg: FitConfig, fp: str, model, j3d:
         fitted += len(run)
     # 3. the quality over the whole sequence (thresholds relative to it); the frames' rows replaced
     vertices_of = _vertices_of(model, fit.global_orient, fit.hand_pose, fit.betas, fit.transl)
-    m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped,
+    m = measure(joints, j3d.joints, keypoints, rig, cfg.rule, vertices_of, model.faces, j3d.swapped, j3d.fps,
                 fit_landmarks=points)
-    for name in ("reproj_mean_px", "reproj_max_px", "residual3d", "penetration", "bone_deviation", "n_cameras",
-                 "failure"):
+    for name in QUALITY_FIELDS:
         getattr(fit.quality, name)[A] = getattr(m.quality, name)[A]
     fit.joints = joints.reshape(F, -1, 3)
     fit.inputs = fp
@@ -368,7 +370,8 @@ def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor:
         out = session.path(MANO, seq=seq)
         fp = fingerprint(session, seq, cfg)
         if (old := read_if_current(out, read_mano, fp)) is not None:
-            summaries[seq] = _summary(seq, old, _queued(session, seq), time.perf_counter() - t0, skipped=True)
+            summaries[seq] = _summary(seq, old, _queued(session, seq), time.perf_counter() - t0,
+                                      cfg.rule.min_confidence, skipped=True)
             continue
         jobs.append((session.root, seq, cfg, fp, _splice_rows(session, seq, cfg, out)))
     gpus = 0.0 if cfg.options.device == "cpu" else cfg.task_gpus
@@ -379,7 +382,8 @@ def _fit_sequences(session: Session, names: list[str], cfg: FitConfig, executor:
         # 5.
         write_mano(session.path(MANO, seq=done.seq), done.fit)
         items = done.items if done.items is not None else _queued(session, done.seq)
-        summaries[done.seq] = _summary(done.seq, done.fit, items, done.seconds, spliced=done.spliced,
+        summaries[done.seq] = _summary(done.seq, done.fit, items, done.seconds, cfg.rule.min_confidence,
+                                       spliced=done.spliced,
                                        fitted=done.fitted)
     return [summaries[s] for s in names]
 
@@ -389,15 +393,16 @@ def _queued(session: Session, seq: str) -> list[QueueItem]:
     return [i for i in read_queue(path) if i.sequence == seq] if path.is_file() else []
 
 
-def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, skipped: bool = False,
-             spliced: list[int] | None = None, fitted: int = 0) -> FitSummary:
-    from data_schemas.mano import FailureReason
+def _summary(seq: str, fit: ManoFit, items: list[QueueItem] | None, seconds: float, min_confidence: float,
+             skipped: bool = False, spliced: list[int] | None = None, fitted: int = 0) -> FitSummary:
+    from data_schemas.mano import EVIDENCE, FailureReason
 
-    failure = fit.quality.failure
-    reasons = {r.name.lower(): int(((failure & r.value) != 0).sum()) for r in FailureReason}
-    return FitSummary(seq, len(fit.frames), int((failure != 0).any(1).sum()),
+    q = fit.quality
+    reasons = {r.name.lower(): int(((q.failure & r.value) != 0).sum()) for r in FailureReason}
+    return FitSummary(seq, len(fit.frames), int(q.inconsistent.any(1).sum()),
                       len(items) if items is not None else 0, {k: v for k, v in reasons.items() if v}, seconds,
-                      skipped, spliced, fitted)
+                      skipped, spliced, fitted, int(((q.failure & EVIDENCE) != 0).any(1).sum()),
+                      int((q.confidence < min_confidence).any(1).sum()))
 
 
 def _replace_queue(session: Session, seq: str, items: list[QueueItem]) -> None:

@@ -29,8 +29,16 @@ agrees with the fit when its error, as a fraction of the image height, is not ba
     TEMPORAL_JUMP    spike > max_spike
     LEFT_RIGHT_SWAP  the triangulation exchanged the hands in > max_swapped of the views
 
-Views for people (``choose_views``): for a failed frame, among cameras that see the
-failed hand(s) wholly in the image, the best ``k`` by score = hand size in the image
+The first two say the hand had too little evidence (``data_schemas.mano.EVIDENCE``): the fit
+carried it from its neighbours; the others, that the fit disagrees with its evidence
+(inconsistent). From the same measures over their thresholds, each hand's confidence in [0, 1]
+(``fitting.confidence``).
+
+Views for people (``choose_views``): the frames that stay inconsistent, a hand with an
+inconsistency flag and a confidence under ``min_confidence`` (a hand carried across missing
+evidence and consistent with what there is is not queued: there is nothing for a person to
+correct, and its confidence already keeps it out of training); among cameras that see the
+queued hand(s) wholly in the image, the best ``k`` by score = hand size in the image
 (fraction of the image height) x (1 + how far the view disagrees, capped at 3) x (1 -
 overlap of the two hands' boxes), picked greedily at least ``min_angle_deg`` apart
 around the hand, so a person's clicks add new directions. Priority = the score.
@@ -61,6 +69,9 @@ class ViewRule:
     """Camera views queued for a person per failed frame."""
     min_angle_deg: float = 30.0
     """Queued views of one frame at least this far apart as seen from the hand."""
+    min_confidence: float = 0.5
+    """Frames whose fit disagrees with its evidence are queued when a hand's confidence is below this
+    (frames carried across missing evidence but consistent are not)."""
 
 
 @dataclass
@@ -86,6 +97,9 @@ class QualityRule(ViewRule):
     """A one-frame jump of the joints larger than this (m): failed (temporal_jump)."""
     max_swapped: float = 0.3
     """The triangulation exchanged the hands in more than this fraction of views: failed (left_right_swap)."""
+    carry_seconds: float = 0.1
+    """Confidence of a hand carried across frames without evidence: its nearest well-supported frame's,
+    decaying by e every this many seconds away (fitting.confidence)."""
 
 
 @dataclass
@@ -95,12 +109,17 @@ class Measures:
     projected: np.ndarray  # (C, F, 2, 21, 2) fitted joints in every camera, px
 
 
-def bad(x: np.ndarray, floor: float, relative: float) -> np.ndarray:
-    """x > max(floor, relative x median of x's finite values); NaN is never bad."""
+def threshold(x: np.ndarray, floor: float, relative: float) -> float:
+    """max(floor, relative x median of x's finite values): above it, a measure is bad."""
     finite = np.isfinite(x)
     median = float(np.median(x[finite])) if finite.any() else 0.0
+    return max(floor, relative * median)
+
+
+def bad(x: np.ndarray, floor: float, relative: float) -> np.ndarray:
+    """x > max(floor, relative x median of x's finite values); NaN is never bad."""
     with np.errstate(invalid="ignore"):
-        return finite & (x > max(floor, relative * median))
+        return np.isfinite(x) & (x > threshold(x, floor, relative))
 
 
 def view_errors(fit_joints: np.ndarray, keypoints: np.ndarray, rig: CameraRig) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +136,27 @@ def view_errors(fit_joints: np.ndarray, keypoints: np.ndarray, rig: CameraRig) -
         return np.where(seen, np.nanmedian(err, axis=-1), np.nan), proj
 
 
-def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
-            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None,
-            fit_landmarks: np.ndarray | None = None) -> Measures:
-    """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (joints3d.h5's 2D evidence:
-    hands on their sides), ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check
-    (None: skipped), swapped (F, C) the views whose hands the triangulation exchanged; fit_landmarks
-    (F, 2, 21, 3) the fit's points that the detections and the triangulated points are compared with
-    (the detector's landmarks on the model; default: the joints). Contact and time use the joints."""
+@dataclass
+class _Raw:
+    """The measures of a fit before the rule, each (F, 2) (module docstring)."""
+
+    n_cameras: np.ndarray  # views with a detection of the hand
+    n_agree: np.ndarray  # of them, views that agree with the fit
+    mean_err: np.ndarray  # px, over agreeing views
+    max_err: np.ndarray
+    rel_mean: np.ndarray  # mean_err as a fraction of the image height
+    residual: np.ndarray  # m
+    bone_dev: np.ndarray
+    penetration: np.ndarray  # m
+    spike: np.ndarray  # m
+    n_joints: np.ndarray  # triangulated joints
+    palm: np.ndarray  # bool: at least 3 palm joints triangulated
+
+
+def _raw(fit_joints, joints3d, keypoints, rig: CameraRig, rule: "QualityRule", vertices_of, faces,
+         fit_landmarks: np.ndarray | None = None) -> tuple[_Raw, np.ndarray, np.ndarray]:
+    """The measures (``_Raw``), the view errors (C, F, 2) and the projections (C, F, 2, 21, 2);
+    views and triangulated points are compared with ``fit_landmarks`` (default: the joints)."""
     F = len(fit_joints)
     fit_points = fit_joints if fit_landmarks is None else fit_landmarks
     X = joints3d.reshape(F, 2, N_HAND_JOINTS, 3)
@@ -132,14 +164,12 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
     # views: projected fit vs detections
     view_error, proj = view_errors(fit_points, keypoints, rig)  # (C, F, 2), (C, F, 2, 21, 2)
     seen = np.isfinite(view_error)
-    rel_view = view_error / heights  # (C, F, 2) fraction of the image height
-    agree = seen & ~bad(rel_view, rule.inlier_px, rule.relative)
-    n_cameras = seen.sum(0)  # (F, 2)
-    agreement = agree.sum(0) / np.maximum(n_cameras, 1)
+    agree = seen & ~bad(view_error / heights, rule.inlier_px, rule.relative)  # error as a fraction of the height
+    n_agree = agree.sum(0)
     with np.errstate(all="ignore"):
-        mean_err = np.where(agree, view_error, 0).sum(0) / np.maximum(agree.sum(0), 1)
+        mean_err = np.where(agree, view_error, 0).sum(0) / np.maximum(n_agree, 1)
         max_err = np.where(agree, view_error, 0).max(0)
-        rel_mean = np.where(agree, view_error / heights, 0).sum(0) / np.maximum(agree.sum(0), 1)
+        rel_mean = np.where(agree, view_error / heights, 0).sum(0) / np.maximum(n_agree, 1)
     # 3D
     valid = np.isfinite(X).all(-1)  # (F, 2, 21)
     d3 = np.linalg.norm(fit_points - np.nan_to_num(X), axis=-1)
@@ -167,39 +197,70 @@ def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray,
         mid = (fit_joints[2:] + fit_joints[:-2]) / 2
         half = np.linalg.norm(fit_joints[2:] - fit_joints[:-2], axis=-1).mean(-1) / 2  # (F-2, 2)
         spike[1:-1] = np.maximum(np.linalg.norm(fit_joints[1:-1] - mid, axis=-1).mean(-1) - half, 0)
-    # the rule
+    raw = _Raw(seen.sum(0), n_agree, mean_err, max_err, rel_mean, residual, bone_dev, penetration, spike,
+               valid.sum(-1), valid[:, :, PALM].sum(-1) >= 3)
+    return raw, view_error, proj
+
+
+def measure(fit_joints: np.ndarray, joints3d: np.ndarray, keypoints: np.ndarray, rig: CameraRig,
+            rule: QualityRule, vertices_of=None, faces=None, swapped: np.ndarray | None = None,
+            fps: float = 30.0, fit_landmarks: np.ndarray | None = None) -> Measures:
+    """fit_joints (F, 2, 21, 3), joints3d (F, 42, 3), keypoints (C, F, 42, 3) (joints3d.h5's 2D evidence:
+    hands on their sides), ``vertices_of(frame_indices) -> (K, 2, V, 3)`` for the penetration check
+    (None: skipped), swapped (F, C) the views whose hands the triangulation exchanged, fps of the frames
+    (the confidence's reach in time, ``fitting.confidence``); fit_landmarks (F, 2, 21, 3) the fit's
+    points that the detections and the triangulated points are compared with (the detector's landmarks
+    on the model; default: the joints). Contact and time use the joints."""
+    from fitting.confidence import confidence
+
+    r, view_error, proj = _raw(fit_joints, joints3d, keypoints, rig, rule, vertices_of, faces, fit_landmarks)
+    F = len(fit_joints)
+    # the rule: each measure over its threshold (NaN: not measured), where the hand has data
     R = FailureReason
-    palm = valid[:, :, PALM].sum(-1) >= 3
-    fail = np.zeros((F, 2), np.uint16)
-    no_data = (n_cameras < 2) | ~palm
-    fail |= np.where(no_data, R.NO_DATA, 0).astype(np.uint16)
-    fail |= np.where(~no_data & (n_cameras < rule.min_cameras), R.FEW_CAMERAS, 0).astype(np.uint16)
-    bad_reproj = (agreement < rule.min_agreement) | bad(np.where(no_data, np.nan, rel_mean), rule.max_reproj,
-                                                        rule.relative)
-    fail |= np.where(~no_data & bad_reproj, R.REPROJECTION, 0).astype(np.uint16)
-    bad_residual = bad(np.where(no_data, np.nan, residual), rule.max_residual_3d, rule.relative)
-    fail |= np.where(~no_data & bad_residual, R.RESIDUAL_3D, 0).astype(np.uint16)
-    fail |= np.where(penetration > rule.max_penetration, R.PENETRATION, 0).astype(np.uint16)
-    bad_bones = bad(np.where(no_data, np.nan, bone_dev), rule.max_bone_deviation, rule.relative)
-    fail |= np.where(~no_data & bad_bones, R.BONE_LENGTH, 0).astype(np.uint16)
-    fail |= np.where(spike > rule.max_spike, R.TEMPORAL_JUMP, 0).astype(np.uint16)
+    no_data = (r.n_cameras < 2) | ~r.palm
+    with np.errstate(all="ignore"):
+        agreement = np.where(r.n_cameras > 0, r.n_agree / np.maximum(r.n_cameras, 1), np.nan)
+        disagree = (1 - agreement) / max(1 - rule.min_agreement, 1e-9)
+    over = {}  # flag -> (F, 2) measure / threshold
+    for flag, x, floor in ((R.REPROJECTION, r.rel_mean, rule.max_reproj), (R.RESIDUAL_3D, r.residual,
+                           rule.max_residual_3d), (R.BONE_LENGTH, r.bone_dev, rule.max_bone_deviation)):
+        x = np.where(no_data, np.nan, x)
+        over[flag] = x / threshold(x, floor, rule.relative)
+    over[R.PENETRATION] = r.penetration / rule.max_penetration
+    over[R.TEMPORAL_JUMP] = r.spike / rule.max_spike
+    swap = np.zeros((F, 2))
     if swapped is not None and swapped.size:
-        many = swapped.mean(1) > rule.max_swapped  # (F,)
-        fail |= np.where(many[:, None], R.LEFT_RIGHT_SWAP, 0).astype(np.uint16)
-    quality = FitQuality(reproj_mean_px=mean_err, reproj_max_px=max_err, residual3d=residual, penetration=penetration,
-                         bone_deviation=bone_dev, n_cameras=n_cameras, failure=fail)
+        swap[:] = (swapped.mean(1) / rule.max_swapped)[:, None]  # (F,) -> both hands
+    fail = np.where(no_data, R.NO_DATA, 0) | np.where(~no_data & (r.n_cameras < rule.min_cameras), R.FEW_CAMERAS, 0)
+    fail |= np.where(~no_data & (np.nan_to_num(disagree) > 1), R.REPROJECTION, 0)
+    for flag, ratio in over.items():
+        with np.errstate(invalid="ignore"):
+            fail |= np.where(np.isfinite(ratio) & (ratio > 1), flag, 0)
+    fail |= np.where(swap > 1, R.LEFT_RIGHT_SWAP, 0)
+    conf = confidence(r.n_agree, r.n_joints, r.palm, [np.where(no_data, np.nan, disagree), swap, *over.values()],
+                      rule.min_cameras, rule.carry_seconds, fps)
+    quality = FitQuality(reproj_mean_px=r.mean_err, reproj_max_px=r.max_err, residual3d=r.residual,
+                         penetration=r.penetration, bone_deviation=r.bone_dev, n_cameras=r.n_cameras,
+                         failure=fail.astype(np.uint16), confidence=conf)
     return Measures(quality, view_error, proj)
+
+
+def to_queue(quality: FitQuality, rule: ViewRule) -> np.ndarray:
+    """(F, 2) bool: the hands that stay inconsistent, with a confidence under ``rule.min_confidence``."""
+    return quality.inconsistent & (quality.confidence < rule.min_confidence)
 
 
 def choose_views(m: Measures, rig: CameraRig, rule: ViewRule, sequence: str, frames: np.ndarray,
                  fit_joints: np.ndarray) -> list[QueueItem]:
-    """Queue items for every failed frame: ``rule.views_per_frame`` cameras each (module docstring)."""
+    """Queue items for every frame that stays inconsistent (``to_queue``): ``rule.views_per_frame``
+    cameras each (module docstring)."""
     failure = m.quality.failure
+    queued = to_queue(m.quality, rule)  # (F, 2)
     items: list[QueueItem] = []
     centres = np.stack([c.center for c in rig.cameras])  # (C, 3)
     sizes = np.array([c.size for c in rig.cameras], float)  # (C, 2)
-    for f in np.nonzero((failure != 0).any(1))[0]:
-        hands = [h for h in range(2) if failure[f, h]]
+    for f in np.nonzero(queued.any(1))[0]:
+        hands = [h for h in range(2) if queued[f, h]]
         hand = HANDS[hands[0]] if len(hands) == 1 else "both"
         reason = "+".join(FailureReason.names_of(int(failure[f, hands[0]] | failure[f, hands[-1]])))
         p = m.projected[:, f]  # (C, 2, 21, 2)

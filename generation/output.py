@@ -54,7 +54,7 @@ def motions_to_sequences(joints: np.ndarray, global_orient: np.ndarray, hand_pos
                          prefix: str, category: str = "", hand_model: str = "open_hand") -> list[ShardSequence]:
     """(N, F, 42, 3), (N, F, 2, 3), (N, F, 2, 45) -> N sequences named f"{prefix}.{i:04d}".
 
-    Every hand is valid and none manual; ``fit_error`` is NaN (nothing was fitted)."""
+    Every hand is valid, of confidence 1, and none manual; ``fit_error`` is NaN (nothing was fitted)."""
     joints, global_orient, hand_pose = (np.asarray(x) for x in (joints, global_orient, hand_pose))
     if joints.ndim != 4 or len(global_orient) != len(joints) or len(hand_pose) != len(joints):
         raise SchemaError("generated motion", f"expected joints (N, F, 42, 3) and N rotations, got {joints.shape}, "
@@ -67,7 +67,8 @@ def motions_to_sequences(joints: np.ndarray, global_orient: np.ndarray, hand_pos
         seq = ShardSequence(
             name=f"{prefix}.{i:04d}", fps=float(fps), joints=joints[i], global_orient=global_orient[i],
             hand_pose=hand_pose[i], betas=betas, transl=transl, valid=np.ones((F, 2), bool),
-            manual=np.zeros((F, 2), bool), fit_error=np.full((F, 2), np.nan), source=SOURCE, category=category,
+            manual=np.zeros((F, 2), bool), fit_error=np.full((F, 2), np.nan), confidence=np.ones((F, 2), np.float32),
+            source=SOURCE, category=category,
             hand_model=hand_model, flat_hand_mean=True,
         )
         seq.validate("generated motion")

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from data_schemas.atomic import atomic_path, atomic_write_bytes, atomic_write_text, cannot_write
-from data_schemas.dataset import dataset_hash
+from data_schemas.dataset import MIN_CONFIDENCE, dataset_hash
 from data_schemas.errors import SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import manifest_path
@@ -60,7 +60,7 @@ LOG = logging.getLogger("handdiffuse")
 CHECKPOINT, MODEL, RUN_JSON, LOSS_LOG, LOSS_PNG = "checkpoint.pt", "model.pt", "run.json", "loss.jsonl", "loss.png"
 # Training options that change the model a run ends with: a checkpoint keeps them and a resumed run must
 # have the same. Not ihde_steps (raised to go on), nor the device, threads, checkpoint or log intervals.
-RESUME_OPTIONS = ("batch_size", "lr", "weight_decay", "clip", "seed", "stats_windows")
+RESUME_OPTIONS = ("batch_size", "lr", "weight_decay", "clip", "seed", "stats_windows", "min_confidence")
 RUN_FORMAT, MODEL_FORMAT, VERSION = "handdiffuse.run", "handdiffuse.model", 1
 FIELDS = ("joints", "global_orient", "hand_pose")
 
@@ -92,6 +92,9 @@ class TrainOptions:
     """Steps between loss.jsonl lines."""
     stats_windows: int = 4096
     """Windows the normalisation statistics are fitted on."""
+    min_confidence: float = MIN_CONFIDENCE
+    """Train on the windows whose every frame has both hands at least this trusted (the shards'
+    confidence; 0: every estimate, hands carried across missing evidence included)."""
     threads: int = 0
     """CPU threads of torch (0: torch's default)."""
 
@@ -256,10 +259,11 @@ def _train(shards: Path, run: Path, model_cfg: HandDiffuseConfig, opts: TrainOpt
     total = shde_steps + opts.ihde_steps
 
     ds = WindowDataset(shards, window=model_cfg.window, split="train", fields=FIELDS)
-    windows = ds.complete_windows()
+    windows = ds.complete_windows(opts.min_confidence)
     if not len(windows):
         raise SchemaError(manifest_path(shards), f"no {model_cfg.window}-frame window of the train split has both "
-                                                 f"hands valid in every frame (lower --window, or export more data)")
+                                                 f"hands valid and of confidence >= {opts.min_confidence} in every "
+                                                 "frame (lower --window or --min-confidence, or export more data)")
     data_hash = dataset_hash(shards, "train")
     torch.manual_seed(opts.seed)  # the initial weights
     model = HandDiffuse(model_cfg).to(device)

@@ -235,8 +235,10 @@ class Fit(FitConfig):
             why = ", ".join(f"{k} {v}" for k, v in s.reasons.items()) or "none"
             what = f"{s.frames} frames" if s.spliced is None else \
                 f"frames {_frames(s.spliced)} spliced ({s.fitted} fitted with their context)"
-            print(f"fitted {s.name}: {what} -> {out}: {s.failed_frames} frames failed ({why}); "
-                  f"{s.queued} views queued; {s.frames_per_s:.1f} frames/s, {s.seconds:.1f} s")
+            print(f"fitted {s.name}: {what} -> {out}: {s.failed_frames} frames inconsistent, {s.short_frames} "
+                  f"short of evidence, {s.low_confidence_frames} under confidence "
+                  f"{self.rule.min_confidence} (flags: {why}); {s.queued} views queued; {s.frames_per_s:.1f} "
+                  f"frames/s, {s.seconds:.1f} s")
         return EXIT_OK
 
 
@@ -257,7 +259,7 @@ class Queue(QueueConfig):
 
         items = queue_session(self.session, self)
         frames = {(i.sequence, i.frame) for i in items}
-        print(f"{self.session / 'annotation' / 'queue.jsonl'}: {len(items)} views of {len(frames)} failed frames")
+        print(f"{self.session / 'annotation' / 'queue.jsonl'}: {len(items)} views of {len(frames)} inconsistent frames")
         return EXIT_OK
 
 

@@ -143,11 +143,20 @@ def fit(cfg: DemoConfig) -> str:
 
     summaries = fit_session(cfg.session)
     e = errors_vs_truth(cfg, [s.name for s in summaries], lambda folder: read_mano(folder / "mano.h5"))
+    queued = sum(s.queued for s in summaries)
+    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; {fit_counts(summaries)}; {queued} views queued for annotation")
+
+
+def fit_counts(summaries) -> str:
+    """Of the fit stage's summaries: how many frames are inconsistent, short of evidence, under confidence."""
+    from fitting.quality import QualityRule
+
     frames = sum(s.frames for s in summaries)
     failed = sum(s.failed_frames for s in summaries)
-    queued = sum(s.queued for s in summaries)
-    return (f"vs truth: MPJPE {1000 * e.mean():.1f} mm; {failed} of {frames} frames failed, {queued} views "
-            "queued for annotation")
+    short = sum(s.short_frames for s in summaries)
+    low = sum(s.low_confidence_frames for s in summaries)
+    return (f"of {frames} frames {failed} inconsistent, {short} short of evidence, {low} under confidence "
+            f"{QualityRule().min_confidence}")
 
 
 def redetect(cfg: DemoConfig) -> str:
@@ -172,7 +181,7 @@ def redetect(cfg: DemoConfig) -> str:
     crops, seconds = sum(s.crops for s in summaries), sum(s.seconds for s in summaries)
     return (f"{crops} hand crops ({crops / max(seconds, 1e-9):.1f}/s); hands found on views where they overlap "
             f"{100 * before.rate:.1f}% -> {100 * after.rate:.1f}%; fit again vs truth: MPJPE {1000 * e.mean():.1f} mm, "
-            f"{sum(s.failed_frames for s in fits)} of {sum(s.frames for s in fits)} frames failed")
+            f"{fit_counts(fits)}")
 
 
 DEMO_SPLIT = (0.7, 0.0, 0.3)  # train / val / test shares of the demo's dataset

@@ -13,7 +13,9 @@ A sequence's dataset name is ``<session name>.<sequence folder>``. Per run:
    fingerprint. A bad file stops the export here, before anything is written.
 2. a sequence whose fingerprint the manifest already holds is up to date: skipped
 3. the others: joints as the fit computed them (mano.h5's ``joints``; its ``hand_model`` must
-   load); valid = fit accepted; fit_error = the fit's 3D residual
+   load); every frame kept: valid = there is an estimate (every fitted frame: the fit carries a hand
+   short of evidence from its neighbours), confidence = the fit's (low where it carried a hand or
+   disagrees with its evidence: the flag readers choose frames by); fit_error = the fit's 3D residual
 4. ``data_schemas.dataset.append_to_dataset`` (the one writer of a dataset folder, shared with
    import and sampling): sequences grouped by fps fill shards up to ``shard_mb``; each shard
    is written under a temp name and renamed, then the manifest is rewritten atomically
@@ -52,7 +54,7 @@ from data_schemas.shard import NAME_RE, ShardSequence
 __all__ = ["ExportOptions", "ExportSummary", "ExportCommand", "export_sessions"]
 
 # Bump when the export computes a sequence differently (joints, flags): every fingerprint changes.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 LOG = logging.getLogger("handdiffuse")
 
 
@@ -74,7 +76,8 @@ def _input_fingerprint(fit: ManoFit, manual: Keypoints2D | None, meta: dict, opt
     out: they change where a sequence is stored or listed, not what is stored."""
     h = hashlib.sha256()
     hash_arrays(h, {k: getattr(fit, k) for k in ("frames", "global_orient", "hand_pose", "betas", "transl")})
-    hash_arrays(h, {"failure": fit.quality.failure, "residual3d": fit.quality.residual3d})
+    hash_arrays(h, {"failure": fit.quality.failure, "residual3d": fit.quality.residual3d,
+                    "confidence": fit.quality.confidence})
     if manual is not None:
         hash_arrays(h, {"manual_frames": manual.frames, "manual_keypoints": manual.keypoints})
     h.update(json.dumps({"export_version": EXPORT_VERSION, "fps": fit.fps, "hand_model": fit.hand_model,
@@ -160,8 +163,9 @@ def _shard_sequence(item: _Input) -> ShardSequence:
     fit = item.fit
     return ShardSequence(
         name=item.name, fps=fit.fps, joints=fit.joints, global_orient=fit.global_orient,
-        hand_pose=fit.hand_pose, betas=fit.betas, transl=fit.transl, valid=fit.quality.failure == 0,
-        manual=item.manual, fit_error=fit.quality.residual3d, hand_model=fit.hand_model,
+        hand_pose=fit.hand_pose, betas=fit.betas, transl=fit.transl, valid=np.ones((len(fit.frames), 2), bool),
+        manual=item.manual, fit_error=fit.quality.residual3d, confidence=fit.quality.confidence,
+        hand_model=fit.hand_model,
         flat_hand_mean=fit.flat_hand_mean, **item.meta,
     )
 

@@ -253,7 +253,8 @@ def _interhand_run(files: InterHandFiles, cap: str, k: int, frames: list[int], j
     return ShardSequence(
         name=f"ih26m.{split}cap{cap}.{k}", fps=fps, joints=joints, global_orient=params[..., :3],
         hand_pose=params[..., 3:3 + N_POSE], betas=betas, transl=params[..., -3:], valid=valid,
-        manual=np.zeros((F, 2), bool), fit_error=np.full((F, 2), np.nan), source=IH26M_SOURCE,
+        manual=np.zeros((F, 2), bool), fit_error=np.full((F, 2), np.nan), confidence=valid.astype(np.float32),
+        source=IH26M_SOURCE,
         category=Counter(hand_types).most_common(1)[0][0] if hand_types else "",
         hand_model="mano", flat_hand_mean=False,
     )
@@ -404,8 +405,8 @@ def read_arctic(path: Path, mano_dir: Path | None = None, fps: float = DEFAULT_F
     seq = ShardSequence(
         name=f"arctic.{subject}.{name}", fps=fps, joints=joints, global_orient=global_orient, hand_pose=hand_pose,
         betas=betas, transl=transl, valid=np.ones((F, 2), bool), manual=np.zeros((F, 2), bool),
-        fit_error=fit_error, source=ARCTIC_SOURCE, subject=subject, category=_TAKE_RE.sub("", name),
-        hand_model="mano", flat_hand_mean=False,
+        fit_error=fit_error, confidence=np.ones((F, 2), np.float32), source=ARCTIC_SOURCE, subject=subject,
+        category=_TAKE_RE.sub("", name), hand_model="mano", flat_hand_mean=False,
     )
     seq.validate(path)
     return seq

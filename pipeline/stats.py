@@ -3,12 +3,12 @@
 Reads the export folder (``manifest.parquet`` + shards, ``data_schemas.dataset``) and writes::
 
     stats/
-      stats.json                  every number below (format handdiffuse.stats, version 1)
+      stats.json                  every number below (format handdiffuse.stats, version 2)
       shortest_joint_distance.png histogram of the per-frame shortest joint distance
       frames_per_sequence.png     histogram of sequence lengths
       categories.png              sequences and frames per category
       splits.png                  sequences and frames per split
-      fit_quality.png             fit error, valid fraction and manual share
+      fit_quality.png             fit error, valid fraction, manual share and frame confidence
       tsne.png                    t-SNE of the hand poses, coloured by category
 
 The two numbers the HandDiffuse paper reports for its dataset, over the frames where both
@@ -23,8 +23,10 @@ hands are valid (fitted and accepted):
 And, to see what the dataset holds: 3. frames per sequence; 4. sequences and frames per
 category and per split (the manifest's columns); 5. fit quality: the fit error of every
 valid (frame, hand), each sequence's valid fraction and share of frames with manual 2D
-annotation; 6. a t-SNE (scikit-learn) of up to ``tsne_frames`` frames' hand poses (both
-hands, 90 numbers, relative to the flat hand), drawn with a fixed seed.
+annotation, and the confidence of every frame (the lower of its two hands': 0 where a hand is
+not valid) with the share of frames a generator trains on (at least ``MIN_CONFIDENCE``); 6. a
+t-SNE (scikit-learn) of up to ``tsne_frames`` frames' hand poses (both hands, 90 numbers, relative
+to the flat hand), drawn with a fixed seed.
 
 Every file is written atomically, stats.json last: its presence means the set is complete.
 """
@@ -42,6 +44,7 @@ import numpy as np
 import tyro
 
 from data_schemas.atomic import atomic_path, atomic_write_text
+from data_schemas.dataset import MIN_CONFIDENCE
 from data_schemas.errors import EXIT_BAD_INPUT, EXIT_OK, SchemaError
 from data_schemas.lock import writing
 from data_schemas.manifest import MANIFEST_NAME, read_manifest, shard_path as shard_file
@@ -50,7 +53,7 @@ from hand_model.contact_frames import THRESHOLD, contact_frames, shortest_joint_
 from hand_model.posing import flat_hand_pose, hand_model_for
 
 FORMAT = "handdiffuse.stats"
-VERSION = 1
+VERSION = 2
 STATS_DIR = "stats"
 STATS_JSON = "stats.json"
 PLOTS = ("shortest_joint_distance.png", "frames_per_sequence.png", "categories.png", "splits.png",
@@ -98,6 +101,7 @@ class _SequenceStats:
     valid_fraction: float
     manual_frames: int
     fit_error_mm: np.ndarray  # (n,) over valid (frame, hand) with a known error
+    confidence: np.ndarray  # (frames,) the lower of the two hands', 0 where a hand is not valid
     poses: np.ndarray  # (k, 90) drawn frames' hand poses, flat-relative
     keys: np.ndarray  # (k,) their draw keys (the smallest tsne_frames keys of the dataset win)
 
@@ -126,7 +130,8 @@ def _sequence_stats(seq, row, shard_path: Path, opts: StatsOptions) -> _Sequence
         shortest=shortest_joint_distance(seq.joints[both]), contact=int(c.contact.sum()),
         penetrating=int(c.penetrating.sum()), candidates=int(c.candidates.sum()),
         valid_fraction=float(seq.valid.mean()), manual_frames=int(seq.manual.any(axis=1).sum()),
-        fit_error_mm=err, poses=poses.astype(np.float32), keys=keys[keep],
+        fit_error_mm=err, confidence=np.where(seq.valid, seq.confidence, 0).min(axis=1),
+        poses=poses.astype(np.float32), keys=keys[keep],
     )
 
 
@@ -138,6 +143,12 @@ def _histogram(values: np.ndarray, bins: int = BINS) -> dict:
     if not v.size:
         return {"edges": [], "counts": []}
     counts, edges = np.histogram(v, bins=bins)
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def _histogram_in(values: np.ndarray, lo: float, hi: float, bins: int = BINS) -> dict:
+    """``_histogram`` over the fixed range [lo, hi] (a distribution comparable between datasets)."""
+    counts, edges = np.histogram(np.asarray(values, np.float64), bins=bins, range=(lo, hi))
     return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
@@ -184,6 +195,7 @@ class PlotData:
     fit_error_mm: np.ndarray  # (valid (frame, hand) with a known error,)
     valid_fraction: np.ndarray  # (sequences,)
     manual_share: np.ndarray  # (sequences,)
+    confidence: np.ndarray  # (frames,)
     embedding: np.ndarray  # (t-SNE frames, 2)
     labels: np.ndarray  # (t-SNE frames,) category of each
 
@@ -227,6 +239,8 @@ def _compute(root: Path, opts: StatsOptions | None) -> tuple[dict, PlotData]:
     frames = np.array([s.frames for s in items])
     fit_error = np.concatenate([s.fit_error_mm for s in items])
     manual_frames = sum(s.manual_frames for s in items)
+    confidence = np.concatenate([s.confidence for s in items])
+    trusted = int((confidence >= MIN_CONFIDENCE).sum())
     # 6.
     tsne: dict = {"frames": 0, "random_state": opts.seed}
     keys = np.concatenate([s.keys for s in items])
@@ -265,13 +279,16 @@ def _compute(root: Path, opts: StatsOptions | None) -> tuple[dict, PlotData]:
             "valid_fraction": _summary(np.array([s.valid_fraction for s in items])),
             "manual_share": {"manual_frames": int(manual_frames), "share": manual_frames / int(frames.sum()),
                              **_summary(np.array([s.manual_frames / s.frames for s in items]))},
+            "confidence": {"min_confidence": MIN_CONFIDENCE, "frames_at_least": trusted,
+                           "share_at_least": trusted / int(frames.sum()), **_summary(confidence),
+                           "histogram": _histogram_in(confidence, 0.0, 1.0)},
         },
         "tsne": tsne,
         "seconds": time.perf_counter() - t0,
     }
     plot = PlotData(shortest_cm=100 * shortest, frames=frames, fit_error_mm=fit_error,
                     valid_fraction=np.array([s.valid_fraction for s in items]),
-                    manual_share=np.array([s.manual_frames / s.frames for s in items]),
+                    manual_share=np.array([s.manual_frames / s.frames for s in items]), confidence=confidence,
                     embedding=embedding, labels=labels[keep] if len(embedding) else labels[:0])
     return _json_ready(stats), plot
 
@@ -326,13 +343,16 @@ def write_plots(stats: dict, p: PlotData, out: Path) -> list[Path]:
         written.append(out / name)
         _save(fig, written[-1])
 
-    fig, axes = figure(3, 4.5)
+    fig, axes = figure(4, 4.5)
     axes[0].hist(p.fit_error_mm, bins=50, color="tab:blue")
     axes[0].set_xlabel("fit error (mm), valid (frame, hand)")
     axes[1].hist(p.valid_fraction, bins=BINS, range=(0, 1), color="tab:green")
     axes[1].set_xlabel("valid fraction per sequence")
     axes[2].hist(p.manual_share, bins=BINS, range=(0, 1), color="tab:orange")
     axes[2].set_xlabel("share of frames with manual 2D annotation")
+    axes[3].hist(p.confidence, bins=BINS, range=(0, 1), color="tab:purple")
+    axes[3].axvline(MIN_CONFIDENCE, color="k", lw=1)
+    axes[3].set_xlabel(f"frame confidence (training takes >= {MIN_CONFIDENCE})")
     written.append(out / PLOTS[4])
     _save(fig, written[-1])
 
@@ -418,6 +438,7 @@ class StatsCommand(StatsOptions):
         print(f"stats {root}: {s['sequences']} sequences, {s['frames']} frames ({s['frames_both_hands_valid']} "
               f"with both hands valid); mean shortest joint distance "
               f"{'n/a' if cm is None else f'{cm:.2f} cm'}; contacting frames {_percent(s['contact_ratio'])} "
-              f"(< {1000 * self.contact_threshold:g} mm) -> {out / STATS_JSON}")
+              f"(< {1000 * self.contact_threshold:g} mm); {_percent(s['fit_quality']['confidence']['share_at_least'])} "
+              f"of frames of confidence >= {MIN_CONFIDENCE} -> {out / STATS_JSON}")
         LOG.info("stats: done in %.1f s", s["seconds"])
         return EXIT_OK

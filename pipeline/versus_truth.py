@@ -12,7 +12,8 @@ session that has ground truth (``ground_truth/sequences/<seq>/``, written by ``h
   the fit has joints for; ``contact_mpjpe_mm``: the same over the frames whose true shortest
   left-right joint distance is under ``CLOSE`` (1 cm).
 - ``failed``: the share of the truth's frames the dataset does not hand to training: not exported,
-  or exported with a hand not valid (``valid``).
+  or exported with a hand not valid or trusted under the training loader's default confidence
+  (``data_schemas.dataset.MIN_CONFIDENCE``).
 - ``contact_truth`` / ``contact_export``: the share of frames in contact by the stats rule
   (``hand_model.contact_frames``: meshes closer than 3 mm, or interpenetrating) on the true
   parameters (every frame) and on the exported ones (the frames handed to training).
@@ -30,14 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from data_schemas.calibration import read_calibration
+from data_schemas.dataset import MIN_CONFIDENCE
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.manifest import read_manifest, shard_path
 from data_schemas.mano import read_mano
 from data_schemas.session import CALIBRATION_TOML, MANO, SESSION_TOML, read_session_toml
 from data_schemas.shard import ShardReader, ShardSequence
-from hand_model.posing import hand_model_for
 from hand_model.contact_frames import contact_frames, shortest_joint_distance
+from hand_model.posing import hand_model_for
 
 CLOSE = 0.01  # m: a frame whose true shortest joint distance is under this is a "hands touching" frame
 TRUTH = "ground_truth"
@@ -90,8 +92,9 @@ def _exported(dataset: Path) -> dict[str, ShardSequence]:
 
 
 def _kept(seq: ShardSequence) -> np.ndarray:
-    """(F,) the frames the training loader takes: both hands valid."""
-    return seq.valid.all(axis=1)
+    """(F,) the frames the training loader takes by default: both hands valid and trusted at least
+    ``MIN_CONFIDENCE``."""
+    return (seq.valid & (seq.confidence >= MIN_CONFIDENCE)).all(axis=1)
 
 
 def _sequence(root: Path, name: str, exported: ShardSequence | None, align) -> _Sequence:
@@ -135,7 +138,8 @@ def interaction_figures(root: str | Path, dataset: str | Path | None = None) -> 
     root = Path(root)
     dataset = Path(dataset) if dataset is not None else root / "export"
     cfg = read_session_toml(root / SESSION_TOML)
-    align = world_alignment(read_calibration(root / CALIBRATION_TOML), read_calibration(root / TRUTH / "calibration.toml"))
+    align = world_alignment(read_calibration(root / CALIBRATION_TOML),
+                            read_calibration(root / TRUTH / "calibration.toml"))
     exported = _exported(dataset) if dataset.is_dir() else {}
     names = sorted(p.name for p in (root / TRUTH / "sequences").iterdir() if (p / "mano.h5").is_file())
     seqs = [_sequence(root, n, exported.get(f"{cfg.name}.{n}"), align) for n in names]

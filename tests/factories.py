@@ -51,6 +51,7 @@ def make_quality(n_frames: int, rng: np.random.Generator) -> FitQuality:
         reproj_mean_px=rng.uniform(0, 3, shape), reproj_max_px=rng.uniform(3, 6, shape),
         residual3d=rng.uniform(0, 0.004, shape), penetration=np.zeros(shape),
         bone_deviation=rng.uniform(0, 0.05, shape), n_cameras=rng.integers(0, 8, shape), failure=failure,
+        confidence=rng.uniform(0, 1, shape),
     )
     q.reproj_mean_px[3, 1] = np.nan
     return q
@@ -77,11 +78,15 @@ def make_sequence(name="s0", n_frames=300, seed=0) -> ShardSequence:
     joints[10, 21:] = np.nan
     manual = np.zeros((n_frames, 2), bool)
     manual[20:25] = True
+    confidence = rng.uniform(0.6, 1.0, (n_frames, 2))
+    confidence[40:45, 0] = 0.2  # a run of frames carried across missing evidence
+    confidence[~valid] = 0.0
     return ShardSequence(
         name=name, fps=30.0, joints=joints, global_orient=rng.normal(0, 1, (n_frames, 2, 3)),
         hand_pose=rng.normal(0, 0.3, (n_frames, 2, 45)), betas=rng.normal(0, 1, (2, 10)),
         transl=rng.normal(0, 0.1, (n_frames, 2, 3)), valid=valid, manual=manual,
-        fit_error=rng.uniform(0, 0.003, (n_frames, 2)), session="demo", subject="synthetic-01",
+        fit_error=rng.uniform(0, 0.003, (n_frames, 2)), confidence=confidence, session="demo",
+        subject="synthetic-01",
         category="interlock", capture_date="2026-11-25",
     )
 
@@ -112,6 +117,7 @@ def posed_sequence(name: str, n_frames: int = 48, seed: int = 0, model=None) -> 
     return ShardSequence(
         name=name, fps=30.0, joints=joints, global_orient=global_orient, hand_pose=hand_pose,
         betas=np.zeros((2, 10)), transl=transl, valid=np.ones((n_frames, 2), bool),
-        manual=np.zeros((n_frames, 2), bool), fit_error=np.zeros((n_frames, 2)), session="test",
+        manual=np.zeros((n_frames, 2), bool), fit_error=np.zeros((n_frames, 2)), confidence=np.ones((n_frames, 2)),
+        session="test",
         subject="synthetic-01", category="clasp", capture_date="2026-11-25",
     )

@@ -33,12 +33,14 @@ SEQ = "seq000"
 SOURCE = "test-export.json"
 
 
-# --- a small session with a failed frame in the queue (shared with the server test) ----------------
+# --- a small session with an inconsistent frame in the queue (shared with the server test) ----------------
 
 def queued_session(root: Path) -> Path:
     """A studio session (8 cameras, 8 frames) run through triangulate and fit on ground-truth
-    detections, except frame 3's left hand: seen by two cameras only, both 6 px off. The fit
-    fails there (few cameras) and the queue holds up to 3 views of it."""
+    detections, except frame 3's left hand: seen by two cameras only, both 6 px off and the second
+    30 px more, across. The two views disagree: the fit is inconsistent there (few cameras, and
+    reprojection) and the queue holds up to 3 views of it (a hand with few views that agree with the
+    fit would not be queued)."""
     from fitting.fit_stage import fit_session
     from fitting.triangulate_stage import triangulate_session
 
@@ -49,6 +51,7 @@ def queued_session(root: Path) -> Path:
     kp.keypoints[2:, 3, :21] = (np.nan, np.nan, 0.0)
     kp.keypoints[:2, 3, :21, 2] = 1.0
     kp.keypoints[:2, 3, :21, 0] += 6.0
+    kp.keypoints[1, 3, :21, 1] += 30.0
     write_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5", kp)
     triangulate_session(root)
     fit_session(root)

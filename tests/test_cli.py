@@ -95,9 +95,9 @@ def test_validate_unknown_version_truncated_and_corrupt(tmp_path):
     seq = build_session(tmp_path)
     shard = tmp_path / "export" / "shard-00000.h5"
     with h5py.File(shard, "r+") as f:
-        f.attrs["version"] = 2
+        f.attrs["version"] = 3
     assert _one_error(hd("validate", shard)) == (
-        f"error: {shard}: unknown handdiffuse.shard format version 2 (this handdiffuse reads version 1); "
+        f"error: {shard}: unknown handdiffuse.shard format version 3 (this handdiffuse reads version 2); "
         "upgrade handdiffuse, or re-run `handdiffuse export` to rewrite it")
 
     mano = seq / "mano.h5"

@@ -57,7 +57,7 @@ def session(tmp_path):
     return make_fitted_session(tmp_path / "demo")
 
 
-def test_export_writes_the_fits_joints_flags_and_provenance(session, capsys):
+def test_export_keeps_every_frame_with_its_confidence_and_provenance(session, capsys):
     write_manual(session, "seq000", [(1, 2, 0), (2, 5, 1), (0, 5, 1)])
     assert ExportCommand(sessions=[session]).run() == 0
     out = session / "export"
@@ -74,8 +74,9 @@ def test_export_writes_the_fits_joints_flags_and_provenance(session, capsys):
             joints = model(*(torch.as_tensor(a) for a in (fit.global_orient, fit.hand_pose, fit.betas,
                                                          fit.transl))).joints.numpy()
         np.testing.assert_allclose(s.joints, joints.reshape(FRAMES, 42, 3), atol=1e-5)
-        np.testing.assert_array_equal(s.valid, fit.quality.failure == 0)
-        assert not s.valid[1, 0] and not s.valid[3, 1] and s.valid.sum() == 2 * FRAMES - 2
+        assert s.valid.all()  # frame 1 failed the rule, frame 3's right hand had no data: kept, with the fit's trust
+        assert fit.quality.failure[1, 0] and fit.quality.failure[3, 1]
+        np.testing.assert_array_equal(s.confidence, fit.quality.confidence)
         np.testing.assert_array_equal(s.fit_error, fit.quality.residual3d)
         np.testing.assert_array_equal(s.hand_pose, fit.hand_pose)
         assert (s.session, s.subject, s.capture_date, s.source, s.hand_model, s.flat_hand_mean) == (
@@ -90,10 +91,9 @@ def test_export_writes_the_fits_joints_flags_and_provenance(session, capsys):
     row = m.set_index("name").loc["demo.seq000"]
     assert (row.shard, row.group, row.frames, row.fps, row.category, row.session) == (
         "shard-00000.h5", "sequences/demo.seq000", FRAMES, 30.0, "interlock", "demo")
-    assert row.manual_frames == 2 and row.valid_fraction == pytest.approx(1 - 2 / (2 * FRAMES))
+    assert row.manual_frames == 2 and row.valid_fraction == 1.0
     fit = make_mano(FRAMES, 0)
-    ok = fit.quality.failure == 0
-    assert row.mean_fit_error_mm == pytest.approx(1000 * fit.quality.residual3d[ok].mean(), rel=1e-5)
+    assert row.mean_fit_error_mm == pytest.approx(1000 * fit.quality.residual3d.mean(), rel=1e-5)
     assert row.split == assign_split("demo.seq000", 0, (0.8, 0.1, 0.1))
 
     results = validate_path(out)
@@ -116,14 +116,14 @@ def test_validate_names_the_corrupt_shard_and_dataset(session):
     assert r.stderr.strip().startswith(f"error: {shard}: dataset '/sequences/demo.seq001/hand_pose' is corrupt")
 
 
-def test_shard_of_version_2_is_refused(session):
+def test_shard_of_version_3_is_refused(session):
     export_sessions([session], session / "export")
     shard = session / "export" / "shard-00000.h5"
     with h5py.File(shard, "r+") as f:
-        f.attrs["version"] = 2
+        f.attrs["version"] = 3
     with pytest.raises(SchemaError) as e:
         ShardReader(shard)
-    assert str(e.value) == (f"{shard}: unknown handdiffuse.shard format version 2 (this handdiffuse reads version 1); "
+    assert str(e.value) == (f"{shard}: unknown handdiffuse.shard format version 3 (this handdiffuse reads version 2); "
                             "upgrade handdiffuse, or re-run `handdiffuse export` to rewrite it")
     problems = [p for r in validate_path(session / "export") for p in r.problems]
     assert problems == [str(e.value)]  # said once: the manifest check leaves an unreadable shard to its own
@@ -226,7 +226,7 @@ def test_shards_group_by_fps_and_fill_to_the_target_size(tmp_path):
     for s in seqs[3:]:
         s.fps = 60.0
     size = sum(getattr(seqs[0], k).nbytes for k in ("joints", "global_orient", "hand_pose", "betas", "transl",
-                                                     "valid", "manual", "fit_error"))
+                                                     "valid", "manual", "fit_error", "confidence"))
     opts = DatasetOptions(shard_mb=2.5 * size / 2**20)  # two sequences per shard
     s = append_to_dataset(tmp_path, seqs, opts, fingerprints={"imp.s0": "given"})
     assert s.shards_written == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]

@@ -4,7 +4,8 @@ import torch
 
 from capture.studio.motion import make_motion
 from data_schemas.mano import FailureReason
-from fitting.fit import FitInputs, FitOptions, fit_sequence, fit_shape, kabsch, penetration_penalty, right_jacobian
+from fitting.fit import (FitInputs, FitOptions, fill_between, fit_sequence, fit_shape, kabsch, penetration_penalty,
+                         right_jacobian)
 from data_schemas.camera_model import rodrigues_to_matrix_torch as rodrigues
 from hand_model.joints_layer import JointsLayer
 from hand_model.model import HandModel
@@ -109,8 +110,9 @@ def test_surface_subset_and_penetration_penalty(model):
 
 
 def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
-    """A hand with no triangulated palm (seen by too few cameras) is interpolated from the frames
-    either side and stays there: its bounded 2D and temporal terms must not carry it off."""
+    """A hand with no triangulated palm (seen by too few cameras) is carried across from the frames
+    either side (the cubic Hermite curve through frames 7 and 11 with the velocities 7 - 6 and 12 - 11,
+    limited against overshoot) and stays there: its bounded 2D and temporal terms must not carry it off."""
     m, joints, rig, kp = motion
     X = joints.reshape(-1, 42, 3).copy()
     X[8:11, 21:] = np.nan  # right hand lost for 3 frames
@@ -118,9 +120,14 @@ def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
     kp[2:, 8:11, 21:] = (np.nan, np.nan, 0.0)  # ... seen by 2 cameras only
     kp[:2, 8:11, 21:, :2] += 150.0  # and wrongly there
     res = fit_sequence(model, FitInputs(X, kp, rig), FitOptions())
-    for f, w in zip(range(8, 11), (0.25, 0.5, 0.75)):
-        expect = (1 - w) * res.transl[7, 1] + w * res.transl[11, 1]
-        assert np.abs(res.transl[f, 1] - expect).max() < 1e-5
+    t = res.transl[:, 1].astype(np.float64)  # (F, 3)
+    secant = (t[11] - t[7]) / 4
+    va, vb = ((np.where(v * secant > 0, np.sign(secant) * np.minimum(np.abs(v), 3 * np.abs(secant)), 0))
+              for v in (t[7] - t[6], t[12] - t[11]))  # per frame, limited: same sign as the secant, at most 3x it
+    for f, u in zip(range(8, 11), (0.25, 0.5, 0.75)):
+        expect = ((2 * u ** 3 - 3 * u ** 2 + 1) * t[7] + (u ** 3 - 2 * u ** 2 + u) * 4 * va
+                  + (-2 * u ** 3 + 3 * u ** 2) * t[11] + (u ** 3 - u ** 2) * 4 * vb)
+        assert np.abs(t[f] - expect).max() < 1e-5
     assert np.linalg.norm(res.joints[8:11, 1] - joints[8:11, 1], axis=-1).mean() < 0.02
 
 
@@ -156,7 +163,7 @@ def test_contact_stage_resolves_deep_penetration(model):
     assert depths[0] > 0.005 and depths[10] < depths[0] - 0.002, depths
 
 
-def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
+def test_quality_rule_flags_broken_frames_and_queues_the_inconsistent(model, motion):
     m, joints, rig, kp = motion
     F = len(joints)
     flat = joints.reshape(F, 42, 3)
@@ -175,11 +182,60 @@ def test_quality_rule_flags_broken_frames_and_picks_views(model, motion):
     assert f[14, 0] & FailureReason.RESIDUAL_3D
     failed = set(np.nonzero((f != 0).any(1))[0])
     assert failed == {4, 9, 14}, failed
+    c = q.quality.confidence  # (F, 2)
+    assert 0.5 < c[4, 0] < 0.9  # its own two views half support it; its neighbours carry it further
+    assert c[9, 1] < 0.2 and (c[14] < 0.2).all()
+    assert (np.delete(c, [4, 9, 14], axis=0) > 0.95).all()
     items = choose_views(q, rig, rule, "s", np.arange(F), fit)
-    assert {i.frame for i in items} == {4, 9, 14}
+    assert {i.frame for i in items} == {9, 14}  # frame 4 has few views but agrees with them: not queued
     nine = [i for i in items if i.frame == 9]
     assert len(nine) == 3 and all(i.hand == "right" and i.reason == "reprojection" for i in nine)
     centre = fit[9, 1, 0]
     dirs = [rig[i.camera].center - centre for i in nine]
     dirs = [d / np.linalg.norm(d) for d in dirs]
     assert all(np.degrees(np.arccos(np.clip(a @ b, -1, 1))) >= 30 for k, a in enumerate(dirs) for b in dirs[k + 1:])
+
+
+def test_a_gap_without_evidence_is_carried_smoothly_with_lower_confidence(model, motion):
+    """The left hand unseen in frames 7-12 (no view, no triangulated joint): the fit carries it across
+    from its neighbours (no NaN, near the truth, smooth), its confidence falls with the distance to the
+    nearest seen frame, and it is not queued (nothing disagrees)."""
+    m, joints, rig, kp = motion
+    F = len(joints)
+    X = joints.reshape(F, 42, 3).copy()
+    gap = np.arange(7, 13)
+    X[gap, :21] = np.nan
+    kp = kp.copy()
+    kp[:, gap, :21] = (np.nan, np.nan, 0)
+    res = fit_sequence(model, FitInputs(X, None, None), FitOptions(device="cpu"))
+    for a in (res.global_orient, res.hand_pose, res.transl, res.joints):
+        assert np.isfinite(a).all()
+    err = np.linalg.norm(res.joints - joints, axis=-1).mean(-1)  # (F, 2)
+    assert err[gap, 0].max() < 0.001, err[:, 0]  # linear interpolation of the parameters: 2.2 mm
+    accel = np.linalg.norm(res.joints[2:] - 2 * res.joints[1:-1] + res.joints[:-2], axis=-1).mean(-1)  # (F-2, 2)
+    true_accel = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1).mean(-1)
+    assert (accel[5:13, 0] < true_accel[5:13, 0] + 0.0005).all()  # no kink where the gap starts or ends (linear: 1 mm)
+    q = measure(res.joints, X, kp, rig, QualityRule(), fps=30.0)
+    c = q.quality.confidence[:, 0]
+    assert (q.quality.failure[gap, 0] == FailureReason.NO_DATA).all() and not q.quality.inconsistent.any()
+    assert (np.delete(c, gap) > 0.95).all() and (c[gap] < 0.95).all()
+    assert c[7] > c[8] > c[9] and c[12] > c[11] > c[10]  # lower further from the seen frames
+    assert choose_views(q, rig, QualityRule(), "s", np.arange(F), res.joints) == []
+
+
+def test_a_gap_is_carried_between_its_ends_even_after_a_jumpy_edge_frame():
+    """Frames 3-6 unknown between 2 (reached by a jump of 1 from frame 1) and 7: the curve keeps to
+    [theta_2, theta_7] and rises monotonically (an unlimited curve would take the jump's speed and
+    overshoot 1.2); a smooth run is continued with its own speed; past the ends, the end's value."""
+    theta = torch.zeros(10, 2, 1, dtype=torch.float64)
+    theta[:, 0, 0] = torch.tensor([0, 0, 1, 0, 0, 0, 0, 1.2, 1.2, 0], dtype=torch.float64)
+    theta[:, 1, 0] = torch.arange(10, dtype=torch.float64) * 0.1  # a steady motion
+    known = torch.zeros(10, 2, dtype=torch.bool)
+    known[[0, 1, 2, 7, 8], 0] = True
+    known[[1, 2, 6, 7], 1] = True
+    truth = theta[:, 1, 0].clone()
+    fill_between(theta, known)
+    gap = theta[3:7, 0, 0]
+    assert (gap >= 1.0).all() and (gap <= 1.2).all() and (gap[1:] >= gap[:-1]).all(), gap
+    assert theta[9, 0, 0] == 1.2
+    assert torch.allclose(theta[3:6, 1, 0], truth[3:6]) and (theta[[0, 8, 9], 1, 0] == truth[[1, 7, 7]]).all()

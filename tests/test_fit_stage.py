@@ -28,7 +28,8 @@ def hd(*args):
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     """A tiny studio session whose stage files are the ground truth's (perfect detections and
-    triangulation), the left hand of frame 3 seen by two cameras only."""
+    triangulation), the left hand of frame 3 seen by two cameras only, the right hand of frame 1
+    detected 40 px off in 3 of the 5 views that see it (the triangulation right: the fit disagrees with them)."""
     root = tmp_path_factory.mktemp("fit") / "s"
     build_session(StudioConfig(out=root, sequences=1, frames=8, board_frames=1, seed=6, max_frame_offset=0))
     gt = root / "ground_truth"
@@ -36,15 +37,18 @@ def studio(tmp_path_factory):
     kp = read_keypoints2d(gt / "sequences" / SEQ / "keypoints2d.h5")
     kp.keypoints[2:, 3, :21] = (np.nan, np.nan, 0.0)
     kp.keypoints[:2, 3, :21, 2] = 1.0  # seen, in those two
+    kp.keypoints[[1, 2, 5], 1, 21:, 0] += 40.0  # 3 of the 5 views that see it
     write_keypoints2d(root / "sequences" / SEQ / "keypoints2d.h5", kp)
     write_joints3d(root / "sequences" / SEQ / "joints3d.h5", read_joints3d(gt / "sequences" / SEQ / "joints3d.h5"))
     return root
 
 
-def test_fit_recovers_the_truth_and_queues_the_weak_frame(studio):
+def test_fit_recovers_the_truth_and_queues_only_the_inconsistent_frame(studio):
     r = hd("fit", studio)
     assert r.returncode == 0, r.stderr
-    assert f"fitted {SEQ}: 8 frames" in r.stdout and "1 frames failed (few_cameras 1)" in r.stdout
+    assert f"fitted {SEQ}: 8 frames" in r.stdout
+    assert ("1 frames inconsistent, 1 short of evidence, 1 under confidence 0.5 (flags: few_cameras 1, reprojection 1)"
+            in r.stdout), r.stdout
     fit = read_mano(studio / "sequences" / SEQ / "mano.h5")
     truth = read_joints3d(studio / "ground_truth" / "sequences" / SEQ / "joints3d.h5").joints
     model = HandModel()
@@ -52,9 +56,15 @@ def test_fit_recovers_the_truth_and_queues_the_weak_frame(studio):
         joints = model(*(torch.as_tensor(a) for a in (fit.global_orient, fit.hand_pose, fit.betas, fit.transl))).joints
     err = np.linalg.norm(joints.numpy().reshape(8, 42, 3) - truth, axis=-1)
     assert err.mean() < 0.002 and err.max() < 0.01
-    assert fit.quality.failure[3, 0] == FailureReason.FEW_CAMERAS and (np.delete(fit.quality.failure, 3, 0) == 0).all()
-    items = read_queue(studio / "annotation" / "queue.jsonl")
-    assert {(i.frame, i.hand, i.reason) for i in items} == {(3, "left", "few_cameras")}
+    q = fit.quality
+    assert q.failure[3, 0] == FailureReason.FEW_CAMERAS and q.failure[1, 1] == FailureReason.REPROJECTION
+    assert np.count_nonzero(q.failure) == 2
+    assert 0.5 < q.confidence[3, 0] < 0.9 and q.confidence[1, 1] < 0.5  # few views vs views that disagree
+    others = np.ones((8, 2), bool)
+    others[3, 0] = others[1, 1] = False
+    assert (q.confidence[others] > 0.9).all()
+    items = read_queue(studio / "annotation" / "queue.jsonl")  # the weak but consistent frame 3 is not queued
+    assert {(i.frame, i.hand, i.reason) for i in items} == {(1, "right", "reprojection")}
     assert 1 <= len(items) <= 3 and all(v.ok for v in validate_path(studio))
     assert "up to date" in hd("fit", studio).stdout
 
@@ -62,7 +72,7 @@ def test_fit_recovers_the_truth_and_queues_the_weak_frame(studio):
 def test_queue_rebuilds_from_the_fits(studio):
     r = hd("queue", studio, "--rule.views-per-frame", 1)
     assert r.returncode == 0, r.stderr
-    assert "1 views of 1 failed frames" in r.stdout
+    assert "1 views of 1 inconsistent frames" in r.stdout
     assert len(read_queue(studio / "annotation" / "queue.jsonl")) == 1
 
 

@@ -104,6 +104,21 @@ def test_too_long_windows_are_refused(shards, tmp_path):
         train(shards, tmp_path / "r", dataclasses.replace(tiny(), window=64), opts())
 
 
+def test_training_takes_the_windows_above_min_confidence(tmp_path):
+    """A dataset whose hands are carried (confidence 0.4) in frames 10-29 of every 40: the default
+    threshold leaves no 16-frame window; --min-confidence 0.3 takes them all."""
+    model = HandModel()
+    seqs = [posed_sequence(f"gen.c{i}", 40, seed=i, model=model) for i in range(2)]
+    for s in seqs:
+        s.confidence[10:30] = 0.4
+    append_to_dataset(tmp_path / "data", seqs, DatasetOptions(split_ratios=(1.0, 0.0, 0.0)))
+    with pytest.raises(SchemaError, match="no 16-frame window of the train split has both hands valid and of "
+                                          r"confidence >= 0.5 in every frame \(lower --window or --min-confidence"):
+        train(tmp_path / "data", tmp_path / "r", tiny(), opts(shde_steps=1, ihde_steps=1))
+    summary = train(tmp_path / "data", tmp_path / "r", tiny(), opts(shde_steps=1, ihde_steps=1, min_confidence=0.3))
+    assert summary.windows == 2 * (40 - WINDOW + 1)
+
+
 def test_sampling_shapes_and_determinism(trained):
     model = load_model(trained[0])
     a = sample(model, 3, steps=10, seed=1)

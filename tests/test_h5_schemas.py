@@ -64,6 +64,41 @@ def test_mano_round_trip(tmp_path):
     back = read_mano(tmp_path / "m.h5")
     assert_same(m, back)
     assert FailureReason.names_of(int(back.quality.failure[1, 0])) == ["reprojection", "temporal_jump"]
+    np.testing.assert_array_equal(back.quality.confidence, m.quality.confidence)
+    assert back.quality.confidence.dtype == np.float32
+
+
+def test_mano_inconsistent_leaves_out_the_evidence_flags():
+    q = make_mano().quality  # (1, 0): reprojection + temporal jump; (3, 1): no data
+    q.failure[5, 0] = FailureReason.FEW_CAMERAS
+    assert np.argwhere(q.inconsistent).tolist() == [[1, 0]]
+    assert np.argwhere(q.failed).tolist() == [[1, 0], [3, 1], [5, 0]]
+
+
+def test_mano_confidence_outside_0_1_or_nan_is_refused(tmp_path):
+    m = make_mano()
+    m.quality.confidence[2, 1] = 1.5
+    with pytest.raises(SchemaError) as e:
+        write_mano(tmp_path / "m.h5", m)
+    assert str(e.value) == f"{tmp_path / 'm.h5'}: 'quality/confidence' has values above 1.0 (max 1.5)"
+    m.quality.confidence[2, 1] = np.nan
+    with pytest.raises(SchemaError) as e:
+        write_mano(tmp_path / "m.h5", m)
+    assert str(e.value) == (f"{tmp_path / 'm.h5'}: 'quality/confidence' has 1 NaN/inf values "
+                            "(first at index (2, 1))")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_mano_version_2_without_confidence_is_refused(tmp_path):
+    p = tmp_path / "m.h5"
+    write_mano(p, make_mano())
+    with h5py.File(p, "r+") as f:  # a fit of the version before confidence
+        f.attrs["version"] = 2
+        del f["quality/confidence"]
+    with pytest.raises(SchemaError) as e:
+        read_mano(p)
+    assert str(e.value) == (f"{p}: old handdiffuse.mano format version 2 (this handdiffuse reads version 3); "
+                            "re-run `handdiffuse fit`")
 
 
 def test_queue_round_trip(tmp_path):
@@ -86,7 +121,35 @@ def test_shard_round_trip_and_window(tmp_path):
         np.testing.assert_allclose(w["joints"], seqs[0].joints[100:150], atol=1e-6)
         ds = r.file["sequences/demo__seq000/joints"]
         assert ds.chunks == (256, 42, 3) and ds.compression == "gzip" and ds.fletcher32
-        assert r.file.attrs["units"] == "m" and r.file.attrs["version"] == 1
+        assert r.file.attrs["units"] == "m" and r.file.attrs["version"] == 2
+        np.testing.assert_array_equal(r.read_window("demo__seq000", 5, 10, ("confidence",))["confidence"],
+                                      seqs[0].confidence[5:15])
+
+
+def test_shard_version_1_without_confidence_is_refused(tmp_path):
+    p = tmp_path / "shard-00000.h5"
+    write_shard(p, [make_sequence()])
+    with h5py.File(p, "r+") as f:  # a shard of the version before confidence
+        f.attrs["version"] = 1
+        del f["sequences/s0/confidence"]
+    with pytest.raises(SchemaError) as e:
+        read_shard(p)
+    assert str(e.value) == (f"{p}: old handdiffuse.shard format version 1 (this handdiffuse reads version 2); "
+                            "re-run `handdiffuse export`")
+
+
+def test_shard_confidence_in_0_1_and_0_where_not_valid(tmp_path):
+    p = tmp_path / "shard-00000.h5"
+    seq = make_sequence()  # frame 10's right hand not valid
+    seq.confidence[3, 0] = -0.1
+    with pytest.raises(SchemaError) as e:
+        write_shard(p, [seq])
+    assert str(e.value) == f"{p}: 'sequence 's0' confidence' has values below 0.0 (min -0.1)"
+    seq.confidence[3, 0], seq.confidence[10, 1] = 0.5, 0.5
+    with pytest.raises(SchemaError) as e:
+        write_shard(p, [seq])
+    assert str(e.value) == f"{p}: sequence 's0': 'confidence' must be 0 where the hand is not valid"
+    assert not p.exists()
 
 
 # ---- bad input: exact messages -------------------------------------------------------
@@ -129,7 +192,7 @@ def test_unknown_shard_version_message(tmp_path):
         f.attrs["version"] = 7
     with pytest.raises(SchemaError) as e:
         read_shard(p)
-    assert str(e.value) == (f"{p}: unknown handdiffuse.shard format version 7 (this handdiffuse reads version 1); "
+    assert str(e.value) == (f"{p}: unknown handdiffuse.shard format version 7 (this handdiffuse reads version 2); "
                             "upgrade handdiffuse, or re-run `handdiffuse export` to rewrite it")
 
 

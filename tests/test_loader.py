@@ -38,12 +38,13 @@ def test_windows_equal_the_shard_data(dataset, preload):
         item = ds[i]
         name, start = ds.names[int(item["sequence"])], int(item["start"])
         s = truth[name]
-        assert set(item) == {"joints", "hand_pose", "manual", "betas", "valid", "sequence", "start"}
+        assert set(item) == {"joints", "hand_pose", "manual", "betas", "valid", "confidence", "sequence", "start"}
         assert item["joints"].dtype == torch.float32 and item["valid"].dtype == torch.bool
         assert item["joints"].shape == (WINDOW, 42, 3) and item["valid"].shape == (WINDOW, 2)
         np.testing.assert_array_equal(item["joints"].numpy(), s.joints[start:start + WINDOW])
         np.testing.assert_array_equal(item["hand_pose"].numpy(), s.hand_pose[start:start + WINDOW])
         np.testing.assert_array_equal(item["valid"].numpy(), s.valid[start:start + WINDOW])
+        np.testing.assert_array_equal(item["confidence"].numpy(), s.confidence[start:start + WINDOW])
         np.testing.assert_array_equal(item["manual"].numpy(), s.manual[start:start + WINDOW])
         np.testing.assert_array_equal(item["betas"].numpy(), s.betas)
     last = ds[-1]
@@ -99,6 +100,25 @@ def test_dataloader_with_two_workers(dataset):
             seen.add((name, start))
             np.testing.assert_array_equal(batch["joints"][b].numpy(), truth[name].joints[start:start + WINDOW])
     assert seen == windows(ds.names, ds.rows["frames"].tolist(), WINDOW)
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_complete_windows_take_the_frames_of_both_hands_valid_and_trusted(dataset, preload):
+    """Every sequence has frame 10's right hand not valid and frames 40-44's left hand of confidence 0.2."""
+    root, truth = dataset
+    ds = WindowDataset(root, WINDOW, split=None, preload=preload)
+    for threshold in (0.0, 0.2, 0.5):
+        expected = set()
+        for k, name in enumerate(ds.names):
+            s = truth[name]
+            usable = (s.valid & (s.confidence >= threshold)).all(1)
+            expected |= {(k, t) for t in range(s.n_frames - WINDOW + 1) if usable[t:t + WINDOW].all()}
+        got = {ds.locate(int(i)) for i in ds.complete_windows(threshold)}
+        assert got == expected and len(got) > 0
+    assert len(ds.complete_windows(0.2)) == len(ds.complete_windows(0.0)) > len(ds.complete_windows())  # 0.2 >= 0.2
+    with pytest.raises(SchemaError) as e:
+        ds.complete_windows(1.5)
+    assert str(e.value) == f"{root / 'manifest.parquet'}: min_confidence must be in [0, 1], got 1.5"
 
 
 def test_missing_manifest(tmp_path):

@@ -19,6 +19,7 @@ MIRROR_ORIENT = np.array([1.0, -1.0, -1.0])  # an axis-angle vector under x -> -
 GAPS = {"clasp.a": [0.001, 0.006, 0.1, 0.001, -0.008, 0.006], "tap.b": [0.006, 0.0005, 0.05, 0.006],
         "tap.c": [0.02, 0.001, 0.001, 0.2, 0.006]}
 INVALID = ("tap.c", 3)  # the right hand of this frame is not valid: in neither paper number
+CARRIED = ("clasp.a", 2)  # the left hand of this frame carried across missing evidence: confidence 0.3
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ def mirrored_sequence(name, gaps, left_hand, model):
     seq = ShardSequence(
         name=name, fps=30.0, joints=joints.reshape(F, 42, 3), global_orient=global_orient, hand_pose=hp,
         betas=np.zeros((2, 10)), transl=transl, valid=np.ones((F, 2), bool), manual=manual,
-        fit_error=np.full((F, 2), 0.002), session="test", subject="mirror", category=category,
+        fit_error=np.full((F, 2), 0.002), confidence=np.ones((F, 2)), session="test", subject="mirror",
+        category=category,
         capture_date="2026-11-26",
     )
     return seq, 2 * (c - xj)
@@ -105,7 +107,10 @@ def dataset(tmp_path_factory, model, left_hand):
             seq.valid[INVALID[1], 1] = False
             seq.joints[INVALID[1], 21:] = np.nan
             seq.hand_pose[INVALID[1], 1] = np.nan
+            seq.confidence[INVALID[1], 1] = 0.0
             both[INVALID[1]] = False
+        if name == CARRIED[0]:
+            seq.confidence[CARRIED[1], 0] = 0.3
         shortest.append(joint_gap[both])
         contact.append((gap < 0.003)[both])
         seqs.append(seq)
@@ -156,6 +161,11 @@ def test_paper_numbers_and_counts(dataset):
     fq = s["fit_quality"]
     assert fq["fit_error_mm"]["mean"] == pytest.approx(2.0) and fq["fit_error_mm"]["count"] == 29
     assert fq["manual_share"]["manual_frames"] == 3 and fq["manual_share"]["share"] == pytest.approx(3 / 15)
+    conf = fq["confidence"]  # per frame, the lower hand's: 0 (not valid), 0.3 (carried), 13 x 1
+    assert conf["min_confidence"] == 0.5 and conf["frames_at_least"] == 13 and conf["share_at_least"] == 13 / 15
+    assert conf["count"] == 15 and conf["mean"] == pytest.approx(13.3 / 15) and conf["min"] == 0
+    assert conf["histogram"]["counts"][0] == 1 and conf["histogram"]["counts"][6] == 1
+    assert conf["histogram"]["counts"][-1] == 13 and len(conf["histogram"]["edges"]) == 21
     assert s["tsne"]["frames"] == 14 and s["tsne"]["perplexity"] == pytest.approx(13 / 3)
 
 
@@ -181,7 +191,8 @@ def test_command_on_a_session_folder_prints_the_paper_numbers(dataset, capsys):
     line = capsys.readouterr().out.strip()
     cm = 100 * expect["shortest"].mean()
     assert line == (f"stats {out}: 3 sequences, 15 frames (14 with both hands valid); mean shortest joint "
-                    f"distance {cm:.2f} cm; contacting frames 42.9% (< 3 mm) -> {out / 'stats' / 'stats.json'}")
+                    f"distance {cm:.2f} cm; contacting frames 42.9% (< 3 mm); 86.7% of frames of confidence >= 0.5 "
+                    f"-> {out / 'stats' / 'stats.json'}")
     s = json.loads((out / "stats" / "stats.json").read_text())
     assert s["tsne"]["frames"] == 0 and s["tsne"]["skipped"] == "tsne_frames is 0"
     assert (out / "stats" / "tsne.png").is_file()

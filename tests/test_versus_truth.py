@@ -8,7 +8,7 @@ import pytest
 
 from data_schemas.calibration import write_calibration
 from data_schemas.joints3d import Joints3D, write_joints3d
-from data_schemas.mano import FailureReason, write_mano
+from data_schemas.mano import write_mano
 from data_schemas.session import CameraSpec, SessionConfig, write_session_toml
 from hand_model.posing import hand_model_for, pose_hands
 from pipeline.export import export_sessions
@@ -24,6 +24,7 @@ def truth_fit():
     fit = make_mano(F, seed=3)
     fit.quality.failure[:] = 0
     fit.quality.reproj_mean_px[:] = 0.5
+    fit.quality.confidence[:] = 1.0
     fit.transl[:] = 0.0
     fit.transl[APART, 0, 0], fit.transl[APART, 1, 0] = -0.2, 0.2
     joints = pose_hands(hand_model_for("open_hand"), fit.global_orient, fit.hand_pose, fit.betas, fit.transl,
@@ -46,8 +47,8 @@ def session(tmp_path):
     write_joints3d(gt / "joints3d.h5", Joints3D(truth.frames, truth.joints, np.zeros((F, 42)),
                                                  np.full((F, 42), 4), 30.0, "truth"))
     fit = dataclasses.replace(truth, joints=truth.joints + np.array([OFFSET, 0, 0]))
-    fit.quality = dataclasses.replace(truth.quality, failure=truth.quality.failure.copy())
-    fit.quality.failure[[2, 15], 1] = FailureReason.NO_DATA  # one frame apart, one in contact: not for training
+    fit.quality = dataclasses.replace(truth.quality, confidence=truth.quality.confidence.copy())
+    fit.quality.confidence[[2, 15], 1] = 0.2  # one frame apart, one in contact: not for training
     write_mano(root / "sequences" / "seq000" / "mano.h5", fit)
     export_sessions([root], root / "export")
     return root

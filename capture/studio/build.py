@@ -233,7 +233,8 @@ def write_truth(root: Path, name: str, rig: CameraRig, motion, joints: np.ndarra
     n_cams = np.full((n_frames, 42), C)
     zeros = np.zeros((n_frames, 2), np.float32)
     quality = FitQuality(reproj_mean_px=zeros, reproj_max_px=zeros, residual3d=zeros, penetration=zeros,
-                         bone_deviation=zeros, n_cameras=visible.any(axis=3).sum(axis=0), failure=zeros.astype(np.uint16))
+                         bone_deviation=zeros, n_cameras=visible.any(axis=3).sum(axis=0),
+                         failure=zeros.astype(np.uint16), confidence=np.ones((n_frames, 2), np.float32))
     write_mano(gt / "mano.h5", ManoFit(frames, motion.global_orient[sl], motion.hand_pose[sl], motion.betas,
                                        motion.transl[sl], joints[sl].reshape(n_frames, 42, 3), quality, fps,
                                        "open_hand"))
