@@ -35,6 +35,7 @@ def studio(tmp_path_factory):
     gt = root / "ground_truth"
     shutil.copy(gt / "calibration.toml", root / "calibration" / "calibration.toml")
     kp = read_keypoints2d(gt / "sequences" / SEQ / "keypoints2d.h5")
+    kp.keypoints[:, 3, 21:, 2] = 1.0  # the right hand of frame 3 seen whole in every view, whatever the motion hides
     kp.keypoints[2:, 3, :21] = (np.nan, np.nan, 0.0)
     kp.keypoints[:2, 3, :21, 2] = 1.0  # seen, in those two
     kp.keypoints[[1, 2, 5], 1, 21:, 0] += 40.0  # 3 of the 5 views that see it
