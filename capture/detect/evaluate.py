@@ -47,30 +47,27 @@ def load_views(path: Path) -> dict[str, np.ndarray] | None:
 def score_detections(kp: Keypoints2D, truth: Keypoints2D, views: dict[str, np.ndarray] | None = None,
                      max_facing_deg: float = 60.0, match_fraction: float = 0.35) -> dict[str, DetectionScore]:
     """Per camera of ``kp``: the DetectionScore over the instants both files hold."""
-    common, i_kp, i_gt = np.intersect1d(kp.frames, truth.frames, return_indices=True)
     out = {}
-    for c, cam in enumerate(kp.cameras):
-        g = truth.cameras.index(cam)
-        W, H = truth.image_sizes[g]
-        det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)  # (F, side, joint, xys)
-        true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
-        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+    for cam, i_gt, det, true, inside, H in _camera_views(kp, truth):
         eligible = inside  # (F, 2)
         if views is not None:
             v = list(views["cameras"]).index(cam)
             eligible = eligible & views["unoccluded"][v, i_gt] & (views["facing_deg"][v, i_gt] <= max_facing_deg)
-        size = np.linalg.norm(true.max(axis=2) - true.min(axis=2), axis=-1)  # (F, 2)
-        s = DetectionScore()
-        for f, h in zip(*np.nonzero(eligible)):
-            s.eligible += 1
-            dist = [_mean_distance(det[f, side], true[f, h]) for side in range(2)]
-            if dist[h] < match_fraction * size[f, h]:
-                s.detected += 1
-                s.errors_px.append(dist[h] * REFERENCE_HEIGHT / H)
-            elif dist[1 - h] < match_fraction * size[f, h]:
-                s.swapped += 1
-        out[cam] = s
+        out[cam] = _score(det, true, eligible, H, match_fraction)
     return out
+
+
+def _camera_views(kp: Keypoints2D, truth: Keypoints2D):
+    """Per camera of ``kp``, on the instants both files hold: (camera, the truth's frame indices, detections
+    (F, side, 21, 3), true points (F, hand, 21, 2), hands wholly inside the image (F, 2), image height)."""
+    common, i_kp, i_gt = np.intersect1d(kp.frames, truth.frames, return_indices=True)
+    for c, cam in enumerate(kp.cameras):
+        g = truth.cameras.index(cam)
+        W, H = truth.image_sizes[g]
+        det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)
+        true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
+        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+        yield cam, i_gt, det, true, inside, H
 
 
 def _mean_distance(hand: np.ndarray, true: np.ndarray) -> float:
@@ -84,23 +81,27 @@ def _mean_distance(hand: np.ndarray, true: np.ndarray) -> float:
 def score_overlapping(kp: Keypoints2D, truth: Keypoints2D, match_fraction: float = 0.35) -> DetectionScore:
     """The DetectionScore over the views where the two hands' true joint boxes overlap (each hand counted
     where it lies wholly in the image, covered or not): where re-detection guided by the fit is for."""
-    common, i_kp, i_gt = np.intersect1d(kp.frames, truth.frames, return_indices=True)
     s = DetectionScore()
-    for c, cam in enumerate(kp.cameras):
-        g = truth.cameras.index(cam)
-        W, H = truth.image_sizes[g]
-        det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)  # (F, side, joint, xys)
-        true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
-        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+    for _, _, det, true, inside, H in _camera_views(kp, truth):
         lo, hi = true.min(axis=2), true.max(axis=2)  # (F, 2, 2)
         overlap = (np.minimum(hi[:, 0], hi[:, 1]) > np.maximum(lo[:, 0], lo[:, 1])).all(axis=-1)  # (F,)
-        size = np.linalg.norm(hi - lo, axis=-1)  # (F, 2)
-        for f, h in zip(*np.nonzero(inside & overlap[:, None])):
-            s.eligible += 1
-            dist = [_mean_distance(det[f, side], true[f, h]) for side in range(2)]
-            if dist[h] < match_fraction * size[f, h]:
-                s.detected += 1
-                s.errors_px.append(dist[h] * REFERENCE_HEIGHT / H)
-            elif dist[1 - h] < match_fraction * size[f, h]:
-                s.swapped += 1
+        s.add(_score(det, true, inside & overlap[:, None], H, match_fraction))
+    return s
+
+
+def _score(det: np.ndarray, true: np.ndarray, eligible: np.ndarray, height: float,
+           match_fraction: float) -> DetectionScore:
+    """One camera's score: det (F, side, 21, 3), true (F, hand, 21, 2), over the eligible (F, 2) hands. A
+    hand is detected where its side's points lie within ``match_fraction`` of its size (mean distance),
+    swapped where the other side's do."""
+    size = np.linalg.norm(true.max(axis=2) - true.min(axis=2), axis=-1)  # (F, 2)
+    s = DetectionScore()
+    for f, h in zip(*np.nonzero(eligible)):
+        s.eligible += 1
+        dist = [_mean_distance(det[f, side], true[f, h]) for side in range(2)]
+        if dist[h] < match_fraction * size[f, h]:
+            s.detected += 1
+            s.errors_px.append(dist[h] * REFERENCE_HEIGHT / height)
+        elif dist[1 - h] < match_fraction * size[f, h]:
+            s.swapped += 1
     return s
