@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from capture.detect.roi import SCALE, SHIFT, hand_roi
+from capture.detect.stage import Chunk as VideoChunk
 from data_schemas.atomic import atomic_path
 from data_schemas.calibration import CameraRig, read_calibration
 from data_schemas.errors import SchemaError
@@ -114,15 +115,8 @@ class RedetectConfig(RedetectOptions, ExecutorOptions):
 
 
 @dataclass
-class Chunk:
-    seq: str
-    camera: str
-    instants: list[int]  # strictly increasing, shown by every camera
-    hands: np.ndarray  # (n, 2) bool: which hands of each instant to re-detect
-
-    @property
-    def key(self) -> str:
-        return f"{self.camera}-{self.instants[0]:06d}"
+class Chunk(VideoChunk):
+    hands: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), bool))  # (n, 2): the hands to re-detect
 
 
 @dataclass

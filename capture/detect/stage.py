@@ -94,9 +94,12 @@ class DetectConfig(ExecutorOptions):
 
 @dataclass
 class Chunk:
+    """A piece of work on one camera's video: ``instants`` (increasing, shown by every camera; for
+    detect consecutive); ``key`` names its chunk file."""
+
     seq: str
     camera: str
-    instants: list[int]  # consecutive, shown by every camera
+    instants: list[int]
 
     @property
     def key(self) -> str:
