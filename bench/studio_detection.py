@@ -24,12 +24,9 @@ import cv2
 import numpy as np
 
 from capture.detect.mediapipe import MediaPipeHands
-from capture.studio.detector_check import DetectorScore, score_view
-from capture.studio.motion import FAMILIES, make_motion
-from capture.studio.render import make_background, render_view
+from capture.studio.detector_check import DetectorScore, score_view, studio_takes
+from capture.studio.motion import FAMILIES
 from capture.studio.rig import DEMO, make_rig
-from capture.studio.scene import pose_scene, view_truth
-from data_schemas.video import VideoWriter, read_frames
 from hand_model.model import HandModel
 
 COLORS = ((255, 128, 0), (0, 200, 255))
@@ -69,36 +66,24 @@ def main() -> None:
     rig, _ = make_rig(DEMO, args.seed)
     model = HandModel()
     total, per_family, examples = DetectorScore(), {}, []
+    for family in FAMILIES:
+        per_family[family] = DetectorScore()
     with MediaPipeHands() as det, tempfile.TemporaryDirectory() as tmp:
-        for fi, family in enumerate(FAMILIES):
-            per_family[family] = DetectorScore()
-            for k in range(args.sequences_per_family):
-                seed = args.seed + 10 * fi + k
-                motion = make_motion(family, args.frames, DEMO.fps, seed, model)
-                scene = pose_scene(model, motion, np.random.default_rng(seed))
-                for c, cam in enumerate(rig.cameras):
-                    rng = np.random.default_rng([seed, c])
-                    bg = make_background(cam, np.random.default_rng([args.seed, c]))
-                    path = Path(tmp) / f"{family}-{k}-{cam.name}.mp4"
-                    truths = []
-                    with VideoWriter(path, DEMO.fps, cam.size) as w:
-                        for f in range(args.frames):
-                            view = render_view(cam, scene.vertices[f].astype(np.float64), scene.template,
-                                               scene.look, bg, rng, scene.lit[f])
-                            w.write(view.image)
-                            truths.append(view_truth(cam, scene.joints[f], scene.palm_normal[f], view))
-                    frames = read_frames(path)
-                    for f in range(0, args.frames, args.stride):
-                        found = [pts[:, :2] for pts, _, _ in det.hands(frames[f])]
-                        s = score_view(found, truths[f], cam.size[1])
-                        per_family[family].add(s)
-                        mine = [e for e in examples if e[0] == family]
-                        if s.eligible >= 1 and len(mine) < 2 and all(e[1] != c for e in mine) and f >= 9:
-                            examples.append((family, c, draw(frames[f], found, truths[f].pixels)))
-            s = per_family[family]
-            print(f"  {family:<20} views={s.views:4d} eligible={s.eligible:4d} rate={s.rate:.3f} "
-                  f"median_err_px={s.median_error_px:.2f}", flush=True)
-            total.add(s)
+        takes = studio_takes(rig, model, DEMO.fps, args.seed, args.sequences_per_family, args.frames,
+                             list(range(args.frames)), Path(tmp))
+        for take in takes:
+            c, cam = take.camera, rig.cameras[take.camera]
+            for f in range(0, args.frames, args.stride):
+                found = [pts[:, :2] for pts, _, _ in det.hands(take.images[f])]
+                s = score_view(found, take.truths[f], cam.size[1])
+                per_family[take.family].add(s)
+                mine = [e for e in examples if e[0] == take.family]
+                if s.eligible >= 1 and len(mine) < 2 and all(e[1] != c for e in mine) and f >= 9:
+                    examples.append((take.family, c, draw(take.images[f], found, take.truths[f].pixels)))
+    for family, s in per_family.items():
+        print(f"  {family:<20} views={s.views:4d} eligible={s.eligible:4d} rate={s.rate:.3f} "
+              f"median_err_px={s.median_error_px:.2f}", flush=True)
+        total.add(s)
     if examples:
         examples = [e[2] for e in examples]  # two per family, different cameras
         args.examples.parent.mkdir(parents=True, exist_ok=True)

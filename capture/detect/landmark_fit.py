@@ -184,54 +184,39 @@ class LandmarkFitConfig:
 
 def collect_samples(cfg: LandmarkFitConfig, model, detector) -> tuple[LandmarkSamples, int]:
     """Step 1 (module docstring): -> the samples and the number of views rendered."""
-    from capture.studio.detector_check import match
-    from capture.studio.motion import FAMILIES, make_motion
-    from capture.studio.render import make_background, render_view
+    from capture.studio.detector_check import match, studio_takes
     from capture.studio.rig import DEMO, make_rig
-    from capture.studio.scene import pose_scene, view_truth
-    from data_schemas.video import VideoWriter, read_frames
 
     rig, _ = make_rig(DEMO, cfg.seed)
     V = model.n_vertices
     vertices, joints, sample, camera, points, found = [], [], [], [], [], []
     views = 0
+    picked = list(range(0, cfg.frames, cfg.stride))
+    first, family = 0, None
     with tempfile.TemporaryDirectory() as tmp:
-        for fi, family in enumerate(FAMILIES):
-            for k in range(cfg.sequences_per_family):
-                seed = cfg.seed + 10 * fi + k
-                motion = make_motion(family, cfg.frames, DEMO.fps, seed, model)
-                scene = pose_scene(model, motion, np.random.default_rng(seed))
-                picked = list(range(0, cfg.frames, cfg.stride))
-                first = len(vertices)
+        for take in studio_takes(rig, model, DEMO.fps, cfg.seed, cfg.sequences_per_family, cfg.frames, picked,
+                                 Path(tmp)):
+            if take.camera == 0:  # a new take: its hands' vertices and joints at the picked frames
+                if family is not None and take.family != family:
+                    LOG.info("landmarks: %s rendered and detected, %d hand views so far", family, len(sample))
+                family, first = take.family, len(vertices)
                 for f in picked:
-                    vertices += [scene.vertices[f, h * V:(h + 1) * V] for h in range(2)]
-                    joints += [scene.joints[f, h] for h in range(2)]
-                for c, cam in enumerate(rig.cameras):
-                    rng = np.random.default_rng([seed, c])
-                    bg = make_background(cam, np.random.default_rng([cfg.seed, c]))
-                    path = Path(tmp) / f"{family}-{k}-{cam.name}.mp4"
-                    truths = []
-                    with VideoWriter(path, DEMO.fps, cam.size) as w:
-                        for f in picked:
-                            view = render_view(cam, scene.vertices[f].astype(np.float64), scene.template,
-                                               scene.look, bg, rng, scene.lit[f])
-                            w.write(view.image)
-                            truths.append(view_truth(cam, scene.joints[f], scene.palm_normal[f], view))
-                    for i, image in enumerate(read_frames(path)):
-                        views += 1
-                        hands = detector.hands(image)
-                        matched = match([pts[:, :2] for pts, _, _ in hands], truths[i].pixels)
-                        W, H = cam.size
-                        for h in range(2):
-                            if matched[h] is None or not truths[i].unoccluded[h]:
-                                continue
-                            pts = hands[matched[h]][0][:, :2]
-                            inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
-                            sample.append(first + 2 * i + h)
-                            camera.append(c)
-                            points.append(pts)
-                            found.append(inside)
-            LOG.info("landmarks: %s rendered and detected, %d hand views so far", family, len(sample))
+                    vertices += [take.scene.vertices[f, h * V:(h + 1) * V] for h in range(2)]
+                    joints += [take.scene.joints[f, h] for h in range(2)]
+            W, H = rig.cameras[take.camera].size
+            for i, image in enumerate(take.images):
+                views += 1
+                hands = detector.hands(image)
+                matched = match([pts[:, :2] for pts, _, _ in hands], take.truths[i].pixels)
+                for h in range(2):
+                    if matched[h] is None or not take.truths[i].unoccluded[h]:
+                        continue
+                    pts = hands[matched[h]][0][:, :2]
+                    sample.append(first + 2 * i + h)
+                    camera.append(take.camera)
+                    points.append(pts)
+                    found.append((pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H))
+        LOG.info("landmarks: %s rendered and detected, %d hand views so far", family, len(sample))
     return LandmarkSamples(np.stack(vertices).astype(np.float32), list(rig.cameras), np.array(sample),
                            np.array(camera), np.array(points), np.array(found), np.stack(joints)), views
 

@@ -10,7 +10,9 @@ height of ``REFERENCE_HEIGHT`` px.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -68,3 +70,45 @@ def score_view(landmarks: list[np.ndarray], truth: ViewTruth, image_height: int,
             err = np.linalg.norm(landmarks[matched[h]] - truth.pixels[h], axis=1).mean()
             s.errors_px.append(float(err * REFERENCE_HEIGHT / image_height))
     return s
+
+
+@dataclass
+class StudioTake:
+    """One camera's video of one take, as a detector sees it: ``images`` (the frames ``frames``, rendered
+    as the studio renders, written to an mp4 and read back) and each one's ``truths``."""
+
+    family: str
+    take: int
+    scene: object  # capture.studio.scene.Scene of the take
+    camera: int
+    images: list[np.ndarray]
+    truths: list[ViewTruth]
+
+
+def studio_takes(rig, model, fps: float, seed: int, takes_per_family: int, n_frames: int, frames: list[int],
+                 folder: Path) -> Iterator[StudioTake]:
+    """For each motion family, ``takes_per_family`` takes of ``n_frames`` at ``fps`` (take k of family i
+    from seed ``seed + 10 i + k``) and each camera of ``rig``: the camera's video of ``frames`` (its mp4
+    under ``folder``)."""
+    from capture.studio.motion import FAMILIES, make_motion
+    from capture.studio.render import make_background, render_view
+    from capture.studio.scene import pose_scene, view_truth
+    from data_schemas.video import VideoWriter, read_frames
+
+    for fi, family in enumerate(FAMILIES):
+        for k in range(takes_per_family):
+            take_seed = seed + 10 * fi + k
+            motion = make_motion(family, n_frames, fps, take_seed, model)
+            scene = pose_scene(model, motion, np.random.default_rng(take_seed))
+            for c, cam in enumerate(rig.cameras):
+                rng = np.random.default_rng([take_seed, c])
+                bg = make_background(cam, np.random.default_rng([seed, c]))
+                path = folder / f"{family}-{k}-{cam.name}.mp4"
+                truths = []
+                with VideoWriter(path, fps, cam.size) as w:
+                    for f in frames:
+                        view = render_view(cam, scene.vertices[f].astype(np.float64), scene.template, scene.look, bg,
+                                           rng, scene.lit[f])
+                        w.write(view.image)
+                        truths.append(view_truth(cam, scene.joints[f], scene.palm_normal[f], view))
+                yield StudioTake(family, k, scene, c, read_frames(path), truths)
