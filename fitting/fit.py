@@ -3,7 +3,9 @@
 Unknowns: one shape ``betas`` (2, 10) per hand for the whole sequence (one subject), and
 per frame ``global_orient`` (F, 2, 3), ``hand_pose`` (F, 2, 45), ``transl`` (F, 2, 3).
 All frames of a chunk are solved together (torch, CPU or CUDA), with the hand model's
-joints from ``JointsLayer`` (no full surface).
+joints from ``JointsLayer`` (no full surface). On the CPU the hot paths run compiled
+(``fitting.fit_kernels``: the points and their exact gradient, the per-frame LM, the 2D and
+penetration terms; the torch statements here are their tested reference and CUDA's path).
 
 The data terms compare like with like: the triangulated points and the detections are the
 detector's landmarks, so the model's side of them is its *landmarks* J_j (``landmarks``: the
@@ -334,11 +336,19 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     # on the CPU the points, their gradient, the per-frame LM and the 2D term run compiled (fit_kernels)
     compiled = fit_kernels.PointModel.of(layer, betas) if dev.type == "cpu" else None
     if compiled is not None:
+        joints_model = fit_kernels.PointModel.of(layer, betas, "joints") if layer.has_landmarks else compiled
+
         def pose_points(o, p, t):
             return fit_kernels.points(compiled, o, p, t)
+
+        def pose_joints(o, p, t):
+            return fit_kernels.points(joints_model, o, p, t)
     else:
         def pose_points(o, p, t):
             return layer.landmarks(o, p, betas, t)
+
+        def pose_joints(o, p, t):
+            return layer(o, p, betas, t)
     if keypoints is not None and compiled is not None:
         reprojection = fit_kernels.Reprojection(rig, x2d, c2d, s2d)
     elif keypoints is not None:
@@ -389,7 +399,7 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     opt.step(closure)
     # 4. (hands close by their joints: the landmarks may sit on the skin, or off it)
     with torch.no_grad():
-        J = layer(go, hp, betas, tr)
+        J = pose_joints(go, hp, tr)
         gap = torch.cdist(J[:, 0], J[:, 1]).flatten(1).min(1).values  # (B,)
     close = torch.nonzero((gap < opts.contact_distance) & (held.flatten(1).sum(1) == 0)).flatten()
     if len(close) and opts.contact_iterations > 0 and opts.w_penetration > 0:
@@ -397,8 +407,8 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     with torch.no_grad():
         for a in (go, hp, tr):  # the held hands follow their neighbours' final values
             fill_between(a, held[..., 0] == 0)
-        J = layer(go, hp, betas, tr)
-        L = layer.landmarks(go, hp, betas, tr)
+        J = pose_joints(go, hp, tr)
+        L = pose_points(go, hp, tr)
     return (go.detach().cpu().numpy(), hp.detach().cpu().numpy(), tr.detach().cpu().numpy(),
             J.cpu().numpy(), L.cpu().numpy())
 
@@ -619,9 +629,17 @@ def fill_between(theta: torch.Tensor, known: torch.Tensor) -> None:
 def _contact(model, pose_points, betas, go, hp, tr, close, energy, opts: FitOptions) -> None:
     """A few iterations on the frames that interpenetrate, with the penetration term added: only
     their parameters move; their two neighbours each side stay fixed and hold the temporal terms."""
-    surface = JointsLayer(model, surface_points=opts.surface_points).to(go.device)
+    layer = JointsLayer(model, surface_points=opts.surface_points).to(go.device)
+    if go.device.type == "cpu":
+        compiled = fit_kernels.PointModel.of(layer, betas, "surface")
+
+        def surface(o, p, t):
+            return fit_kernels.surface(compiled, o, p, t)
+    else:
+        def surface(o, p, t):
+            return layer.surface(o, p, betas, t)
     with torch.no_grad():  # only frames that interpenetrate now take part
-        points, normals = surface.surface(go[close], hp[close], betas, tr[close])
+        points, normals = surface(go[close], hp[close], tr[close])
         depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance, per_frame=True)
     close = close[depth2 > 0]
     if len(close) == 0:
@@ -638,7 +656,7 @@ def _contact(model, pose_points, betas, go, hp, tr, close, energy, opts: FitOpti
         opt.zero_grad()
         o, p, t = (f.index_put((at,), x) for f, x in zip(fixed, free))
         e = energy(pose_points(o, p, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
-        points, normals = surface.surface(*free[:2], betas, free[2])  # (K, 2, P, 3) each
+        points, normals = surface(*free)  # (K, 2, P, 3) each
         depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance)
         e = e + opts.w_penetration * depth2 / opts.sigma_penetration ** 2 / B
         e.backward()

@@ -16,7 +16,10 @@ operations. These kernels compute the same quantities in one pass per problem, i
   dE/dw = vee(N - N^T) read as (N23 - N32, N31 - N13, N12 - N21), N = (dE/dR_k)^T R_k.
 - ``pose_lm``: ``fitting.fit._PoseLM.solve``, one problem at a time (same residuals, Jacobian,
   damping and stopping); the normal equations summed per point over its non-zero columns only.
-- ``reprojection`` (torch autograd Function): the robust 2D term sum c rho(|pi_c(L) - x|^2 / s_c^2)
+- ``surface``: ``JointsLayer.surface`` (the contact stage's points and unit normals) and its gradient;
+  ``penetration``: ``fitting.fit.penetration_penalty``'s depths, the search skipped for points
+  beyond reach of the other hand's bounding box.
+- ``Reprojection`` (torch autograd Function): the robust 2D term sum c rho(|pi_c(L) - x|^2 / s_c^2)
   and its gradient, with the camera model of ``data_schemas.camera_model`` (k1 k2 p1 p2 k3, depth
   floored at ``MIN_DEPTH``).
 
@@ -44,44 +47,47 @@ class PointModel:
     parents: np.ndarray  # (16,) int64, parents[k] < k
     joints: np.ndarray  # (2, 16, 3) shaped rest joints J_m
     pose_mean: np.ndarray  # (2, 48) added to theta's rotations (zero for the root)
-    verts: np.ndarray  # (2, 21, K, 3) shaped rest points x_v (before correctives)
-    cw: np.ndarray  # (2, 21, K, 16) combination weight x skinning weight
-    pd_idx: np.ndarray  # (2, 21, K, P) int64 the pose features with a corrective on the point
-    pd_val: np.ndarray  # (2, 21, K, P, 3) their correctives
-    pd_n: np.ndarray  # (2, 21, K) int64 how many
-    S: np.ndarray  # (2, 21, 16) S_lk
-    pair_ptr: np.ndarray  # (22,) int64 point l's joints with a lever: pair_k[pair_ptr[l]:pair_ptr[l + 1]]
+    verts: np.ndarray  # (2, n, K, 3) shaped rest points x_v (before correctives); n = 21 but for the surface
+    cw: np.ndarray  # (2, n, K, 16) combination weight x skinning weight
+    pd_idx: np.ndarray  # (2, n, K, P) int64 the pose features with a corrective on the point
+    pd_val: np.ndarray  # (2, n, K, P, 3) their correctives
+    pd_n: np.ndarray  # (2, n, K) int64 how many
+    S: np.ndarray  # (2, n, 16) S_lk
+    pair_ptr: np.ndarray  # (n + 1,) int64 point l's joints with a lever: pair_k[pair_ptr[l]:pair_ptr[l + 1]]
     pair_k: np.ndarray  # (P,) int64
 
+    normals: np.ndarray | None = None  # (2, n, 3) rest normals of surface points (``of(..., "surface")``)
+
     @classmethod
-    def of(cls, layer, betas: torch.Tensor) -> "PointModel":
-        """From a ``JointsLayer`` (its landmarks, or its joints) and betas (2, 10)."""
+    def of(cls, layer, betas: torch.Tensor, kind: str = "points") -> "PointModel":
+        """From a ``JointsLayer`` and betas (2, 10): ``kind`` "points" (its landmarks, or its joints without a
+        definition: ``landmarks``), "joints" (its joints: ``forward``), "surface" (its surface subset)."""
         b = betas.detach().cpu().double()
 
         def a(name):
             return getattr(layer, name).detach().cpu().double()
 
+        def shaped(key):
+            return (a(f"{key}_template") + torch.einsum("hvcb,hb->hvc", a(f"{key}_dirs"), b)).numpy()
+
+        def posedirs(key):  # (2, n, 135, 3)
+            return a(f"{key}_posedirs").permute(0, 2, 1, 3).numpy()
+
         J = (a("j_template") + torch.einsum("hjcb,hb->hjc", a("j_dirs"), b)).numpy()  # (2, 16, 3)
-        if layer.has_landmarks:
+        normals = None
+        if kind == "points" and layer.has_landmarks:
             K = layer.l_cw.shape[2]
-            verts = (a("l_template") + torch.einsum("hvcb,hb->hvc", a("l_dirs"), b)).numpy().reshape(2, 21, K, 3)
-            cw = a("l_cw").numpy()  # (2, 21, K, 16)
-            posedirs = a("l_posedirs").permute(0, 2, 1, 3).numpy().reshape(2, 21, K, 135, 3)
+            verts, cw = shaped("l").reshape(2, 21, K, 3), a("l_cw").numpy()  # (2, 21, K, 3), (2, 21, K, 16)
+            pd = posedirs("l").reshape(2, 21, K, 135, 3)
+        elif kind == "surface":
+            verts, cw, pd = shaped("s")[:, :, None], a("s_weights").numpy()[:, :, None], posedirs("s")[:, :, None]
+            normals = a("s_normals").numpy()
         else:  # MANO-21: the 16 joints (a point at J_m on joint m alone), then the 5 tip vertices
-            tips = (a("t_template") + torch.einsum("hvcb,hb->hvc", a("t_dirs"), b)).numpy()  # (2, 5, 3)
-            v21 = np.concatenate([J, tips], axis=1)[:, :, None]  # (2, 21, 1, 3)
+            v21 = np.concatenate([J, shaped("t")], axis=1)[:, :, None]  # (2, 21, 1, 3)
             w21 = np.concatenate([np.broadcast_to(np.eye(16), (2, 16, 16)), a("t_weights").numpy()], axis=1)
-            pd21 = np.concatenate([np.zeros((2, 16, 135, 3)), a("t_posedirs").permute(0, 2, 1, 3).numpy()], axis=1)
+            pd21 = np.concatenate([np.zeros((2, 16, 135, 3)), posedirs("t")], axis=1)
             order = layer.reorder.cpu().numpy()  # ours <- MANO-21
-            verts, cw, posedirs = v21[:, order], w21[:, order, None], pd21[:, order, None]
-        nonzero = np.abs(posedirs).max(-1) > 0  # (2, 21, K, 135)
-        P = max(int(nonzero.sum(-1).max()), 1)
-        pd_idx = np.zeros(nonzero.shape[:3] + (P,), np.int64)
-        pd_val = np.zeros(nonzero.shape[:3] + (P, 3))
-        pd_n = nonzero.sum(-1).astype(np.int64)
-        for i in np.ndindex(*nonzero.shape[:3]):
-            ids = np.nonzero(nonzero[i])[0]
-            pd_idx[i][: len(ids)], pd_val[i][: len(ids)] = ids, posedirs[i][ids]
+            verts, cw, pd = v21[:, order], w21[:, order, None], pd21[:, order, None]
         parents = np.array([int(p) for p in MANO_PARENTS], np.int64)
         sub = np.eye(16)  # sub[m, k]: m is k or below it
         for m in range(16):
@@ -89,15 +95,30 @@ class PointModel:
             while k >= 0:
                 sub[m, k] = 1
                 k = parents[k]
-        S = cw.sum(2) @ sub  # (2, 21, 16)
-        pl, pk = layer.pair_landmark.cpu().numpy(), layer.pair_joint.cpu().numpy()
-        ptr = np.searchsorted(pl, np.arange(22)).astype(np.int64)
+        S = cw.sum(2) @ sub  # (2, n, 16)
+        if kind == "points":  # the layer's pairs: those of its Jacobian
+            pl, pk = layer.pair_landmark.cpu().numpy(), layer.pair_joint.cpu().numpy()
+        else:
+            pl, pk = np.nonzero((S > 1e-6).any(0))
+        ptr = np.searchsorted(pl, np.arange(verts.shape[1] + 1)).astype(np.int64)
         mean = np.concatenate([np.zeros((2, 3)), a("pose_mean").numpy()], axis=1)
-        return cls(parents, J, mean, np.ascontiguousarray(verts), np.ascontiguousarray(cw), pd_idx, pd_val, pd_n,
-                   S, ptr, pk.astype(np.int64))
+        return cls(parents, J, mean, np.ascontiguousarray(verts), np.ascontiguousarray(cw), *_sparse(pd), S, ptr,
+                   pk.astype(np.int64), normals)
 
     def args(self):
         return (self.parents, self.joints, self.pose_mean, self.verts, self.cw, self.pd_idx, self.pd_val, self.pd_n)
+
+
+def _sparse(posedirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(2, n, K, 135, 3) correctives -> each point's non-zero features: ids (2, n, K, P), values (2, n, K, P, 3), count."""
+    nonzero = np.abs(posedirs).max(-1) > 0  # (2, n, K, 135)
+    P = max(int(nonzero.sum(-1).max()), 1)
+    pd_idx = np.zeros(nonzero.shape[:3] + (P,), np.int64)
+    pd_val = np.zeros(nonzero.shape[:3] + (P, 3))
+    for i in np.ndindex(*nonzero.shape[:3]):
+        ids = np.nonzero(nonzero[i])[0]
+        pd_idx[i][: len(ids)], pd_val[i][: len(ids)] = ids, posedirs[i][ids]
+    return pd_idx, pd_val, nonzero.sum(-1).astype(np.int64)
 
 
 # --- one problem: pose, points, levers ------------------------------------------------------------
@@ -169,7 +190,7 @@ def _forward(theta, h, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd
                 for i in range(3):
                     Q[l, m, i] += w * (Grot[m, i, 0] * (x[0] - joints[h, m, 0]) + Grot[m, i, 1] * (x[1] - joints[h, m, 1])
                                        + Grot[m, i, 2] * (x[2] - joints[h, m, 2]) + Gpos[m, i])
-    for l in range(21):
+    for l in range(verts.shape[1]):
         for i in range(3):
             s = theta[48 + i]
             for m in range(16):
@@ -179,11 +200,11 @@ def _forward(theta, h, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd
 
 @njit(**_JIT)
 def _levers(Q, S, h, parents, Gpos, lever):
-    """lever (21, 16, 3): sum_{m in sub(k)} Q_lm - S_lk p_k."""
+    """lever (n, 16, 3): sum_{m in sub(k)} Q_lm - S_lk p_k."""
     lever[:] = Q
     for m in range(15, 0, -1):
         lever[:, parents[m]] += lever[:, m]
-    for l in range(21):
+    for l in range(Q.shape[0]):
         for k in range(16):
             for i in range(3):
                 lever[l, k, i] -= S[h, l, k] * Gpos[k, i]
@@ -203,61 +224,69 @@ def _axes(theta, h, pose_mean, Grot, k, Jr, out):
 
 @njit(**_JIT)
 def _points(theta, hand, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, L):
-    """theta (N, 51), hand (N,) -> L (N, 21, 3)."""
-    R, Grot, Gpos, Q = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3)), np.empty((21, 16, 3))
+    """theta (N, 51), hand (N,) -> L (N, n, 3)."""
+    R, Grot, Gpos, Q = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3)), np.empty((verts.shape[1], 16, 3))
     for n in range(theta.shape[0]):
         _forward(theta[n], hand[n], parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, R, Grot, Gpos, Q,
                  L[n])
 
 
 @njit(**_JIT)
+def _vjp_one(th, h, g, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, S, R, Grot, Gpos, Q, L, lever,
+             grad):
+    """One problem: theta (51,), dE/dL g (n, 3) -> dE/dtheta into grad (51,); leaves R, Grot, Gpos as posed."""
+    n_points = verts.shape[1]
+    Jr, ax, gw, gx, gf = np.empty((3, 3)), np.empty((3, 3)), np.empty(3), np.empty(3), np.zeros(135)
+    _forward(th, h, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, R, Grot, Gpos, Q, L)
+    _levers(Q, S, h, parents, Gpos, lever)
+    for i in range(3):
+        grad[48 + i] = g[:, i].sum()
+    # rigid: dE/da_k = sum_l lever_lk x dE/dL_l, then d theta_k = (G_rot_k Jr)^T
+    for k in range(16):
+        gw[:] = 0.0
+        for l in range(n_points):
+            b = lever[l, k]
+            gw[0] += b[1] * g[l, 2] - b[2] * g[l, 1]
+            gw[1] += b[2] * g[l, 0] - b[0] * g[l, 2]
+            gw[2] += b[0] * g[l, 1] - b[1] * g[l, 0]
+        _axes(th, h, pose_mean, Grot, k, Jr, ax)
+        for c in range(3):
+            grad[3 * k + c] = ax[0, c] * gw[0] + ax[1, c] * gw[1] + ax[2, c] * gw[2]
+    # correctives: dE/dx_v = (sum_m cw_lvm G_rot_m)^T dE/dL_l, dE/dfeature = posedirs_v . dE/dx_v
+    for l in range(n_points):
+        for v in range(verts.shape[2]):
+            if pd_n[h, l, v] == 0:
+                continue
+            gx[:] = 0.0
+            for m in range(16):
+                w = cw[h, l, v, m]
+                if w != 0.0:
+                    for i in range(3):
+                        gx[i] += w * (Grot[m, 0, i] * g[l, 0] + Grot[m, 1, i] * g[l, 1] + Grot[m, 2, i] * g[l, 2])
+            for q in range(pd_n[h, l, v]):
+                gf[pd_idx[h, l, v, q]] += (pd_val[h, l, v, q, 0] * gx[0] + pd_val[h, l, v, q, 1] * gx[1]
+                                           + pd_val[h, l, v, q, 2] * gx[2])
+    for k in range(1, 16):
+        M = gf[9 * (k - 1): 9 * k]  # dE/dR_k, row-major; N_ij = sum_a M_ai R_aj
+        for c, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+            gw[c] = 0.0
+            for a in range(3):
+                gw[c] += M[3 * a + i] * R[k, a, j] - M[3 * a + j] * R[k, a, i]
+        _right_jacobian(th[3 * k] + pose_mean[h, 3 * k], th[3 * k + 1] + pose_mean[h, 3 * k + 1],
+                        th[3 * k + 2] + pose_mean[h, 3 * k + 2], Jr)
+        for c in range(3):
+            grad[3 * k + c] += Jr[0, c] * gw[0] + Jr[1, c] * gw[1] + Jr[2, c] * gw[2]
+
+
+@njit(**_JIT)
 def _points_vjp(theta, hand, gL, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, S, grad):
-    """theta (N, 51), hand (N,), dE/dL (N, 21, 3) -> dE/dtheta (N, 51) (module docstring)."""
-    R, Grot, Gpos, Q = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3)), np.empty((21, 16, 3))
-    L, lever, Jr, ax = np.empty((21, 3)), np.empty((21, 16, 3)), np.empty((3, 3)), np.empty((3, 3))
-    gw, gx, gf = np.empty(3), np.empty(3), np.empty(135)
+    """theta (N, 51), hand (N,), dE/dL (N, n, 3) -> dE/dtheta (N, 51) (module docstring)."""
+    n_points = verts.shape[1]
+    R, Grot, Gpos = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3))
+    Q, L, lever = np.empty((n_points, 16, 3)), np.empty((n_points, 3)), np.empty((n_points, 16, 3))
     for n in range(theta.shape[0]):
-        h, th, g = hand[n], theta[n], gL[n]
-        _forward(th, h, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, R, Grot, Gpos, Q, L)
-        _levers(Q, S, h, parents, Gpos, lever)
-        for i in range(3):
-            grad[n, 48 + i] = g[:, i].sum()
-        # rigid: dE/da_k = sum_l lever_lk x dE/dL_l, then d theta_k = (G_rot_k Jr)^T
-        gf[:] = 0.0
-        for k in range(16):
-            gw[:] = 0.0
-            for l in range(21):
-                b = lever[l, k]
-                gw[0] += b[1] * g[l, 2] - b[2] * g[l, 1]
-                gw[1] += b[2] * g[l, 0] - b[0] * g[l, 2]
-                gw[2] += b[0] * g[l, 1] - b[1] * g[l, 0]
-            _axes(th, h, pose_mean, Grot, k, Jr, ax)
-            for c in range(3):
-                grad[n, 3 * k + c] = ax[0, c] * gw[0] + ax[1, c] * gw[1] + ax[2, c] * gw[2]
-        # correctives: dE/dx_v = (sum_m cw_lvm G_rot_m)^T dE/dL_l, dE/dfeature = posedirs_v . dE/dx_v
-        for l in range(21):
-            for v in range(verts.shape[2]):
-                if pd_n[h, l, v] == 0:
-                    continue
-                gx[:] = 0.0
-                for m in range(16):
-                    w = cw[h, l, v, m]
-                    if w != 0.0:
-                        for i in range(3):
-                            gx[i] += w * (Grot[m, 0, i] * g[l, 0] + Grot[m, 1, i] * g[l, 1] + Grot[m, 2, i] * g[l, 2])
-                for q in range(pd_n[h, l, v]):
-                    gf[pd_idx[h, l, v, q]] += (pd_val[h, l, v, q, 0] * gx[0] + pd_val[h, l, v, q, 1] * gx[1]
-                                               + pd_val[h, l, v, q, 2] * gx[2])
-        for k in range(1, 16):
-            M = gf[9 * (k - 1): 9 * k]  # dE/dR_k, row-major; N_ij = sum_a M_ai R_aj
-            for c, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
-                gw[c] = 0.0
-                for a in range(3):
-                    gw[c] += M[3 * a + i] * R[k, a, j] - M[3 * a + j] * R[k, a, i]
-            _right_jacobian(th[3 * k] + pose_mean[h, 3 * k], th[3 * k + 1] + pose_mean[h, 3 * k + 1],
-                            th[3 * k + 2] + pose_mean[h, 3 * k + 2], Jr)
-            for c in range(3):
-                grad[n, 3 * k + c] += Jr[0, c] * gw[0] + Jr[1, c] * gw[1] + Jr[2, c] * gw[2]
+        _vjp_one(theta[n], hand[n], gL[n], parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, S, R, Grot,
+                 Gpos, Q, L, lever, grad[n])
 
 
 def _numpy_theta(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -270,17 +299,17 @@ class _Points(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, pm):
         th, hand = _numpy_theta(theta)
-        L = np.empty((len(th), 21, 3))
+        L = np.empty((len(th), pm.verts.shape[1], 3))
         _points(th, hand, *pm.args(), L)
         ctx.save_for_backward(theta)
         ctx.pm = pm
-        return torch.from_numpy(L).to(theta.dtype).reshape(theta.shape[:-1] + (21, 3))
+        return torch.from_numpy(L).to(theta.dtype).reshape(theta.shape[:-1] + L.shape[1:])
 
     @staticmethod
     def backward(ctx, gL):
         (theta,) = ctx.saved_tensors
         th, hand = _numpy_theta(theta)
-        g = np.ascontiguousarray(gL.detach().cpu().double().reshape(-1, 21, 3).numpy())
+        g = np.ascontiguousarray(gL.detach().cpu().double().reshape(len(th), -1, 3).numpy())
         grad = np.empty_like(th)
         _points_vjp(th, hand, g, *ctx.pm.args(), ctx.pm.S, grad)
         return torch.from_numpy(grad).to(theta.dtype).reshape(theta.shape), None
@@ -587,3 +616,101 @@ class _Penetration(torch.autograd.Function):
 def penetration(points: torch.Tensor, normals: torch.Tensor, reach: float, allowance: float) -> torch.Tensor:
     """points, normals (K, 2, P, 3) -> (K,) each frame's sum of squared depths (``penetration_penalty``)."""
     return _Penetration.apply(points, normals, float(reach), float(allowance))
+
+
+# --- the surface subset with its normals ----------------------------------------------------------------
+
+@njit(**_JIT)
+def _turn(cw, h, v, Grot, normal, u):
+    """u = (sum_m w_vm G_rot_m) n_v: a rest normal turned by its point's blended rotation."""
+    u[:] = 0.0
+    for m in range(16):
+        w = cw[h, v, 0, m]
+        if w != 0.0:
+            for i in range(3):
+                u[i] += w * (Grot[m, i, 0] * normal[0] + Grot[m, i, 1] * normal[1] + Grot[m, i, 2] * normal[2])
+
+
+@njit(**_JIT)
+def _surface(theta, hand, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, normals, P, Nrm):
+    """theta (N, 51), hand (N,) -> points P (N, n, 3) and unit normals Nrm (N, n, 3)."""
+    R, Grot, Gpos, Q = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3)), np.empty((verts.shape[1], 16, 3))
+    u = np.empty(3)
+    for n in range(theta.shape[0]):
+        h = hand[n]
+        _forward(theta[n], h, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, R, Grot, Gpos, Q, P[n])
+        for v in range(verts.shape[1]):
+            _turn(cw, h, v, Grot, normals[h, v], u)
+            Nrm[n, v] = u / max(np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2), 1e-12)
+
+
+@njit(**_JIT)
+def _surface_vjp(theta, hand, gP, gN, parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, S, normals, grad):
+    """dE/dP, dE/dNrm (N, n, 3) -> dE/dtheta (N, 51): the points' as ``_points_vjp``; a normal's through
+    d n / d G_rot_m = w_vm (its unit derivative) n_v^T, whose world rotation part turns joint m and with it
+    every joint above m."""
+    n_points = verts.shape[1]
+    R, Grot, Gpos = np.empty((16, 3, 3)), np.empty((16, 3, 3)), np.empty((16, 3))
+    Q, L, lever = np.empty((n_points, 16, 3)), np.empty((n_points, 3)), np.empty((n_points, 16, 3))
+    M, c, u, gu = np.empty((16, 3, 3)), np.empty((16, 3)), np.empty(3), np.empty(3)
+    Jr, ax = np.empty((3, 3)), np.empty((3, 3))
+    for n in range(theta.shape[0]):
+        h, th = hand[n], theta[n]
+        _vjp_one(th, h, gP[n], parents, joints, pose_mean, verts, cw, pd_idx, pd_val, pd_n, S, R, Grot, Gpos, Q, L,
+                 lever, grad[n])
+        M[:] = 0.0  # dE/dG_rot_m
+        for v in range(n_points):
+            _turn(cw, h, v, Grot, normals[h, v], u)
+            norm = max(np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2), 1e-12)
+            dot = (u[0] * gN[n, v, 0] + u[1] * gN[n, v, 1] + u[2] * gN[n, v, 2]) / norm
+            for i in range(3):
+                gu[i] = (gN[n, v, i] - u[i] / norm * dot) / norm
+            for m in range(16):
+                w = cw[h, v, 0, m]
+                if w != 0.0:
+                    for i in range(3):
+                        for j in range(3):
+                            M[m, i, j] += w * gu[i] * normals[h, v, j]
+        for m in range(16):  # dE/da_m = vee of G M^T's antisymmetric part (N = G_rot_m M_m^T)
+            for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+                c[m, k] = 0.0
+                for a in range(3):
+                    c[m, k] += Grot[m, i, a] * M[m, j, a] - Grot[m, j, a] * M[m, i, a]
+        for m in range(15, 0, -1):
+            c[parents[m]] += c[m]
+        for k in range(16):
+            _axes(th, h, pose_mean, Grot, k, Jr, ax)
+            for i in range(3):
+                grad[n, 3 * k + i] += ax[0, i] * c[k, 0] + ax[1, i] * c[k, 1] + ax[2, i] * c[k, 2]
+
+
+class _Surface(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, theta, pm):
+        th, hand = _numpy_theta(theta)
+        P, Nrm = np.empty((len(th), pm.verts.shape[1], 3)), np.empty((len(th), pm.verts.shape[1], 3))
+        _surface(th, hand, *pm.args(), pm.normals, P, Nrm)
+        ctx.save_for_backward(theta)
+        ctx.pm = pm
+        shape = theta.shape[:-1] + P.shape[1:]
+        return torch.from_numpy(P).to(theta.dtype).reshape(shape), torch.from_numpy(Nrm).to(theta.dtype).reshape(shape)
+
+    @staticmethod
+    def backward(ctx, gP, gN):
+        (theta,) = ctx.saved_tensors
+        th, hand = _numpy_theta(theta)
+        n = ctx.pm.verts.shape[1]
+
+        def f(g):
+            return np.zeros((len(th), n, 3)) if g is None else np.ascontiguousarray(
+                g.detach().cpu().double().reshape(len(th), n, 3).numpy())
+
+        grad = np.empty_like(th)
+        _surface_vjp(th, hand, f(gP), f(gN), *ctx.pm.args(), ctx.pm.S, ctx.pm.normals, grad)
+        return torch.from_numpy(grad).to(theta.dtype).reshape(theta.shape), None
+
+
+def surface(pm: PointModel, global_orient: torch.Tensor, hand_pose: torch.Tensor,
+            transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``JointsLayer.surface`` compiled (``pm`` of kind "surface"): points, unit normals (B, 2, n, 3), differentiable."""
+    return _Surface.apply(torch.cat([global_orient, hand_pose, transl], dim=-1), pm)
