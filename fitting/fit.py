@@ -3,7 +3,9 @@
 Unknowns: one shape ``betas`` (2, 10) per hand for the whole sequence (one subject), and
 per frame ``global_orient`` (F, 2, 3), ``hand_pose`` (F, 2, 45), ``transl`` (F, 2, 3).
 All frames of a chunk are solved together (torch, CPU or CUDA), with the hand model's
-joints from ``JointsLayer`` (no full surface).
+joints from ``JointsLayer`` (no full surface). On the CPU the hot paths run compiled
+(``fitting.fit_kernels``: the points and their exact gradient, the per-frame LM, the 2D and
+penetration terms; the torch statements here are their tested reference and CUDA's path).
 
 The data terms compare like with like: the triangulated points and the detections are the
 detector's landmarks, so the model's side of them is its *landmarks* J_j (``landmarks``: the
@@ -61,6 +63,7 @@ from data_schemas.calibration import CameraRig
 from data_schemas.camera_model import matrix_to_rodrigues, rodrigues_to_matrix_torch, to_pixels_torch
 from data_schemas.keypoints import HAND_BONES, N_HAND_JOINTS
 from data_schemas.landmarks import LandmarkDefinition
+from fitting import fit_kernels
 from hand_model.joints_layer import JointsLayer
 from hand_model.model import AXIS_ANGLE_MIRROR, HandModel
 
@@ -331,8 +334,32 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
         n2d = c2d.sum().clamp(min=1.0)
         c2d = c2d * w
         s2d = (opts.sigma_2d * rig.height).reshape(-1, 1, 1, 1)
+    # on the CPU the points, their gradient, the per-frame LM and the 2D term run compiled (fit_kernels)
+    compiled = fit_kernels.PointModel.of(layer, betas) if dev.type == "cpu" else None
+    if compiled is not None:
+        joints_model = fit_kernels.PointModel.of(layer, betas, "joints") if layer.has_landmarks else compiled
+
+        def pose_points(o, p, t):
+            return fit_kernels.points(compiled, o, p, t)
+
+        def pose_joints(o, p, t):
+            return fit_kernels.points(joints_model, o, p, t)
+    else:
+        def pose_points(o, p, t):
+            return layer.landmarks(o, p, betas, t)
+
+        def pose_joints(o, p, t):
+            return layer(o, p, betas, t)
+    if keypoints is not None and compiled is not None:
+        reprojection = fit_kernels.Reprojection(rig, x2d, c2d, s2d)
+    elif keypoints is not None:
+        def reprojection(J, idx):
+            xs, cs = (x2d, c2d) if idx is None else (x2d[:, idx], c2d[:, idx])
+            r = ((rig.project(J) - xs) ** 2).sum(-1) / s2d ** 2  # (C, K, 2, 21)
+            return (cs * r / (1 + r)).sum()
     # 3a. per frame Levenberg-Marquardt on the 3D joints and the limits: frames are independent here
-    orient, pose, transl = lm_pose(model, layer, betas, X, v * w.sqrt(), T(orient), T(pose), T(transl), opts)
+    orient, pose, transl = lm_pose(model, layer, betas, X, v * w.sqrt(), T(orient), T(pose), T(transl), opts,
+                                   compiled)
     go, hp, tr = (a.detach().clone().requires_grad_(True) for a in (orient, pose, transl))
     # A hand without a triangulated palm stays as lm_pose filled it in: its 2D and temporal terms
     # alone are robust (bounded), and sliding it along a camera ray far away can lower them.
@@ -344,10 +371,8 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
         Xs, vs = (X, v * w) if idx is None else (X[idx], v[idx] * w)
         e = opts.w3d * (vs * ((J - Xs) ** 2).sum(-1)).sum() / opts.sigma_3d ** 2
         if keypoints is not None:
-            xs, cs = (x2d, c2d) if idx is None else (x2d[:, idx], c2d[:, idx])
-            r = ((rig.project(J) - xs) ** 2).sum(-1) / s2d ** 2  # (C, K, 2, 21)
             views_per_joint = n2d / (B * 2 * N_HAND_JOINTS)  # so a joint counts once, as in 3D
-            e = e + opts.w2d * (cs * r / (1 + r)).sum() / views_per_joint
+            e = e + opts.w2d * reprojection(J, idx) / views_per_joint
         # temporal terms robust too: a broken neighbouring frame must not drag a good one
         frame = torch.arange(len(J), device=dev) if idx is None else idx
         if len(J) > 1:
@@ -366,7 +391,7 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
 
     def closure():
         opt.zero_grad()
-        e = energy(layer.landmarks(go, hp, betas, tr)) + opts.w_limits * (model.limit_violation(hp) ** 2).sum() / B
+        e = energy(pose_points(go, hp, tr)) + opts.w_limits * (model.limit_violation(hp) ** 2).sum() / B
         e.backward()
         for a in (go, hp, tr):
             a.grad *= 1 - held
@@ -375,16 +400,16 @@ def _optimise(model, layer, rig, betas, joints3d, keypoints, orient, pose, trans
     opt.step(closure)
     # 4. (hands close by their joints: the landmarks may sit on the skin, or off it)
     with torch.no_grad():
-        J = layer(go, hp, betas, tr)
+        J = pose_joints(go, hp, tr)
         gap = torch.cdist(J[:, 0], J[:, 1]).flatten(1).min(1).values  # (B,)
     close = torch.nonzero((gap < opts.contact_distance) & (held.flatten(1).sum(1) == 0)).flatten()
     if len(close) and opts.contact_iterations > 0 and opts.w_penetration > 0:
-        _contact(model, layer, betas, go, hp, tr, close, energy, opts)
+        _contact(model, pose_points, betas, go, hp, tr, close, energy, opts)
     with torch.no_grad():
         for a in (go, hp, tr):  # the held hands follow their neighbours' final values
             fill_between(a, held[..., 0] == 0)
-        J = layer(go, hp, betas, tr)
-        L = layer.landmarks(go, hp, betas, tr)
+        J = pose_joints(go, hp, tr)
+        L = pose_points(go, hp, tr)
     return (go.detach().cpu().numpy(), hp.detach().cpu().numpy(), tr.detach().cpu().numpy(),
             J.cpu().numpy(), L.cpu().numpy())
 
@@ -404,7 +429,8 @@ def right_jacobian(theta: torch.Tensor) -> torch.Tensor:
     return eye - (1 - torch.cos(phi)) / phi ** 2 * K + (phi - torch.sin(phi)) / phi ** 3 * (K @ K)
 
 
-def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
+def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions,
+            compiled: fit_kernels.PointModel | None = None):
     """Batched Levenberg-Marquardt, one small problem per frame and hand: 51 unknowns
     (orientation, 15 joint rotations, translation), residuals = 3D landmark offsets / sigma_3d
     (triangulated landmarks) and sqrt(w_limits) x the angles outside the joint limits.
@@ -421,7 +447,8 @@ def lm_pose(model, layer, betas, X, v, orient, pose, transl, opts: FitOptions):
     2. restarts of the problems left in a poor minimum (``_restart_stuck``)
     3. the (frame, hand)s without a triangulated palm filled in between (``fill_between``)
     """
-    lm = _PoseLM(model, layer, betas, X, v, opts)
+    lm = _PoseLM(model, layer, betas, X, v, opts) if compiled is None else _PoseLMCompiled(model, layer, betas, X, v,
+                                                                                            opts, compiled)
     # (frame, hand)s without a triangulated palm keep their warm start (init_global)
     palm = (lm.wm[:, :, PALM, 0] > 0).sum(-1) >= 3  # (B, 2)
     theta = torch.cat([orient, pose, transl], dim=2)  # (B, 2, 51)
@@ -511,6 +538,22 @@ class _PoseLM:
             cost[a] = torch.where(better, cost_new, cost[a])
             lam[a] = torch.where(keep, lam[a] * 0.3, lam[a] * 10).clamp(1e-7, 1e7)
         return theta, cost
+
+
+class _PoseLMCompiled(_PoseLM):
+    """``_PoseLM`` whose solve runs compiled (``fit_kernels.pose_lm``, float64; the CPU's)."""
+
+    def __init__(self, model, layer, betas, X, v, opts: FitOptions, compiled: fit_kernels.PointModel):
+        super().__init__(model, layer, betas, X, v, opts)
+        self.compiled = compiled
+        self.limits = (self.L.cpu().numpy(), self.lo.cpu().numpy(), self.hi.cpu().numpy(), self.w_lim)
+        self.X_np, self.w_np = X.cpu().numpy(), self.wm[..., 0].cpu().numpy()  # (B, 2, 21, 3), (B, 2, 21)
+
+    def solve(self, theta, sel, moving):
+        i = sel.cpu().numpy()
+        t, c = fit_kernels.pose_lm(self.compiled, theta.cpu().numpy(), self.X_np[i], self.w_np[i],
+                                   moving.cpu().numpy(), self.limits, self.opts.lm_iterations, self.opts.lm_tolerance)
+        return torch.as_tensor(t, dtype=self.dt, device=self.dev), torch.as_tensor(c, dtype=self.dt, device=self.dev)
 
 
 def _coarse_to_fine(lm: _PoseLM, theta: torch.Tensor, palm: torch.Tensor, opts: FitOptions) -> torch.Tensor:
@@ -614,12 +657,20 @@ def fill_between(theta: torch.Tensor, known: torch.Tensor) -> None:
                                      torch.where((miss < a)[:, None], pa, pb))
 
 
-def _contact(model, layer, betas, go, hp, tr, close, energy, opts: FitOptions) -> None:
+def _contact(model, pose_points, betas, go, hp, tr, close, energy, opts: FitOptions) -> None:
     """A few iterations on the frames that interpenetrate, with the penetration term added: only
     their parameters move; their two neighbours each side stay fixed and hold the temporal terms."""
-    surface = JointsLayer(model, surface_points=opts.surface_points).to(go.device)
+    layer = JointsLayer(model, surface_points=opts.surface_points).to(go.device)
+    if go.device.type == "cpu":
+        compiled = fit_kernels.PointModel.of(layer, betas, "surface")
+
+        def surface(o, p, t):
+            return fit_kernels.surface(compiled, o, p, t)
+    else:
+        def surface(o, p, t):
+            return layer.surface(o, p, betas, t)
     with torch.no_grad():  # only frames that interpenetrate now take part
-        points, normals = surface.surface(go[close], hp[close], betas, tr[close])
+        points, normals = surface(go[close], hp[close], tr[close])
         depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance, per_frame=True)
     close = close[depth2 > 0]
     if len(close) == 0:
@@ -635,8 +686,8 @@ def _contact(model, layer, betas, go, hp, tr, close, energy, opts: FitOptions) -
     def closure():
         opt.zero_grad()
         o, p, t = (f.index_put((at,), x) for f, x in zip(fixed, free))
-        e = energy(layer.landmarks(o, p, betas, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
-        points, normals = surface.surface(*free[:2], betas, free[2])  # (K, 2, P, 3) each
+        e = energy(pose_points(o, p, t), window) + opts.w_limits * (model.limit_violation(free[1]) ** 2).sum() / B
+        points, normals = surface(*free)  # (K, 2, P, 3) each
         depth2 = penetration_penalty(points, normals, allowance=opts.penetration_allowance)
         e = e + opts.w_penetration * depth2 / opts.sigma_penetration ** 2 / B
         e.backward()
@@ -656,7 +707,16 @@ def penetration_penalty(points: torch.Tensor, normals: torch.Tensor, reach: floa
     the other hand (within ``reach``) and n_q the outward normal there, (q - p) . n_q when
     positive (p is behind the surface at q), less ``allowance``. A local, differentiable stand-in
     for the exact depth (``hand_model.contact``), on a subset of the surface. ``per_frame``: the
-    (K,) sums instead of their total."""
+    (K,) sums instead of their total. On the CPU compiled (``fit_kernels.penetration``)."""
+    if points.device.type == "cpu":
+        total = fit_kernels.penetration(points, normals, reach, allowance)
+        return total if per_frame else total.sum()
+    return _penetration_torch(points, normals, reach, allowance, per_frame)
+
+
+def _penetration_torch(points: torch.Tensor, normals: torch.Tensor, reach: float, allowance: float,
+                       per_frame: bool) -> torch.Tensor:
+    """``penetration_penalty`` in torch (CUDA; the compiled form's reference)."""
     total = points.new_zeros(points.shape[:1])
     for a in range(2):
         p, q, nq = points[:, a], points[:, 1 - a], normals[:, 1 - a]  # (K, P, 3)
