@@ -131,6 +131,8 @@ def test_hand_without_palm_is_held_between_its_neighbours(model, motion):
     assert np.linalg.norm(res.joints[8:11, 1] - joints[8:11, 1], axis=-1).mean() < 0.02
 
 
+@pytest.mark.xfail(strict=True, reason="known defect: on the studio's contact takes (a fingertip resting on a palm) "
+                   "the contact stage leaves the 8 mm penetration as deep as the fit without it")
 def test_contact_stage_resolves_deep_penetration(model):
     """Triangulated joints that drive the hands 8 mm into each other: the contact stage pushes
     them back to about the allowance, where the fit without it leaves them deep."""
