@@ -1,8 +1,9 @@
 """How much of the interaction the pipeline keeps: a demo-dome studio session, end to end, against its truth.
 
 A studio session on the demo dome (8 cameras, 640x512; the four motion families in turn), run
-through the demo's capture stages (studio, calibrate, detect, triangulate, fit, export: every
-stage as ``make demo`` runs it, the real detector on the rendered videos), then compared frame by
+through the demo's capture stages (studio, calibrate, detect, triangulate, fit, then redetect with
+triangulate and fit again, export: every stage as ``make demo`` runs it, the real detector on the
+rendered videos), then compared frame by
 frame with the studio's ground truth (``pipeline.versus_truth``, whose docstring defines each
 figure: fit MPJPE over all frames and over the frames where the hands touch, the share of frames
 not handed to training, contact share and mean shortest joint distance of truth and dataset, and
@@ -11,7 +12,8 @@ the dataset's per-frame contact precision and recall against the truth).
     .venv/bin/python -m bench.interaction [--sequences 4] [--frames 120] [--seed 0] [--session DIR]
 
 The session folder is kept (``--session``, default a fresh temporary one); a second run on the
-same folder skips the stages whose outputs are current. Takes ~10-20 min on 2 cores.
+same folder skips the stages whose outputs are current. Takes ~20-40 min on 2 cores (the studio's
+renders are half of it).
 
 Last line: ``interaction mpjpe_mm=<> contact_mpjpe_mm=<> failed=<> contact_truth=<> contact_export=<>
 mindist_truth_cm=<> mindist_export_cm=<> contact_precision=<> contact_recall=<> frames=<> close_frames=<>``
