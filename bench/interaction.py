@@ -3,9 +3,8 @@
 A studio session on the demo dome (8 cameras, 640x512; the four motion families in turn), run
 through the demo's capture stages (studio, calibrate, detect, triangulate, fit, then redetect with
 triangulate and fit again, export: every stage as ``make demo`` runs it, the real detector on the
-rendered videos), then compared frame by
-frame with the studio's ground truth (``pipeline.versus_truth``, whose docstring defines each
-figure: fit MPJPE over all frames and over the frames where the hands touch, the share of frames
+rendered videos), then compared frame by frame with the studio's ground truth
+(``pipeline.versus_truth``, whose docstring defines each figure: fit MPJPE over all frames and over the frames where the hands touch, the share of frames
 not handed to training, contact share and mean shortest joint distance of truth and dataset, and
 the dataset's per-frame contact precision and recall against the truth).
 
