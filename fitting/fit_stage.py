@@ -51,6 +51,7 @@ import numpy as np
 from data_schemas.calibration import CameraRig
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
+from data_schemas.file_id import file_id
 from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import Joints3D, read_joints3d, read_joints3d_inputs
 from data_schemas.keypoints2d import read_detector, read_keypoints2d
@@ -129,11 +130,6 @@ class FitSummary:
         return self.fitted / max(self.seconds, 1e-9)
 
 
-def _file_id(p: Path) -> str:
-    st = p.stat()
-    return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def fingerprint(session: Session, seq: str, cfg: FitConfig, joints3d_inputs: str | None = None) -> str:
     """What mano.h5 depends on: joints3d.h5 by its own fingerprint (``joints3d_inputs``, default: the
     file's; its size and mtime when it has none), keypoints2d.h5 and calibration.toml (size, mtime),
@@ -142,9 +138,9 @@ def fingerprint(session: Session, seq: str, cfg: FitConfig, joints3d_inputs: str
     if joints3d_inputs is None:
         joints3d_inputs = read_joints3d_inputs(j3d)[0]
     h = hashlib.sha256()
-    h.update((f"joints3d.h5 of {joints3d_inputs}" if joints3d_inputs else _file_id(j3d)).encode())
+    h.update((f"joints3d.h5 of {joints3d_inputs}" if joints3d_inputs else file_id(j3d)).encode())
     for p in (session.path(KEYPOINTS2D, seq=seq), session.root / CALIBRATION_TOML):
-        h.update(_file_id(p).encode())
+        h.update(file_id(p).encode())
     definition = landmark_definition(session, seq, cfg.landmarks)
     opts = {"options": dataclasses.asdict(cfg.options), "rule": dataclasses.asdict(cfg.rule), "use_2d": cfg.use_2d,
             "model": [cfg.hand_model, str(cfg.mano_dir)],

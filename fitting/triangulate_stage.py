@@ -42,6 +42,7 @@ import numpy as np
 
 from data_schemas.calibration import CameraRig, read_calibration
 from data_schemas.errors import SchemaError
+from data_schemas.file_id import file_id
 from data_schemas.h5io import read_if_current
 from data_schemas.joints3d import Joints3D, read_joints3d, write_joints3d
 from data_schemas.keypoints import N_HAND_JOINTS
@@ -114,15 +115,13 @@ def fingerprint(keypoints: Path, calibration: Path, cfg: TriangulateOptions, man
     the stored evidence says which."""
     h = hashlib.sha256()
     for p in (keypoints, calibration, *([guided] if guided is not None and guided.is_file() else [])):
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{file_id(p)}\n".encode())
     opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TriangulateOptions)}
     opts["outside_margin"] = OUTSIDE_MARGIN  # points further out are left out
     h.update(json.dumps(opts, sort_keys=True).encode())
     if manual is None or not manual.is_file():
         return f"{h.hexdigest()[:16]}+-"
-    st = manual.stat()
-    m = hashlib.sha256(f"{manual.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:8]
+    m = hashlib.sha256(file_id(manual).encode()).hexdigest()[:8]
     return f"{h.hexdigest()[:16]}+{m}"
 
 

@@ -53,6 +53,7 @@ from data_schemas.atomic import atomic_path
 from data_schemas.calibration import CameraRig, read_calibration
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
+from data_schemas.file_id import file_id
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.keypoints2d import Keypoints2D, guided_inputs, made_from, read_keypoints2d, write_keypoints2d
 from data_schemas.lock import writing_all
@@ -274,11 +275,6 @@ def _chunk_done(path: Path, fp: str) -> bool:
 
 # --- the stage -------------------------------------------------------------------------------
 
-def _file_id(p: Path) -> str:
-    st = p.stat()
-    return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def own_fingerprint(session: Session, seq: str, cfg: RedetectOptions) -> str:
     """What the guided file depends on besides keypoints2d.h5 and the fit: the videos (name, size,
     mtime) and frame offsets, calibration.toml (size, mtime), the options, the mediapipe version."""
@@ -286,16 +282,16 @@ def own_fingerprint(session: Session, seq: str, cfg: RedetectOptions) -> str:
 
     h = hashlib.sha256(json.dumps(dataclasses.asdict(RedetectOptions(**{
         f.name: getattr(cfg, f.name) for f in dataclasses.fields(RedetectOptions)})), sort_keys=True).encode())
-    h.update(f"mediapipe-{mediapipe.__version__}\n{_file_id(session.root / CALIBRATION_TOML)}\n".encode())
+    h.update(f"mediapipe-{mediapipe.__version__}\n{file_id(session.root / CALIBRATION_TOML)}\n".encode())
     offsets = {c.name: c.frame_offset for c in session.config.cameras}
     for cam in session.cameras:
         video = session.sequence_video(seq, cam)
-        h.update(f"{cam}={_file_id(video) if video else 'missing'}:{offsets[cam]}\n".encode())
+        h.update(f"{cam}={file_id(video) if video else 'missing'}:{offsets[cam]}\n".encode())
     return h.hexdigest()[:16]
 
 
 def _fit_id(mano_path: Path, fit: ManoFit) -> str:
-    return fit.inputs or _file_id(mano_path)
+    return fit.inputs or file_id(mano_path)
 
 
 def is_current(path: Path, kp: Keypoints2D, own: str, fit_id: str, mano_path: Path) -> bool:

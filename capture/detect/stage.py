@@ -46,6 +46,7 @@ from capture.detect.tracking import MOTION_WEIGHT, track_sides
 from data_schemas.atomic import atomic_path
 from data_schemas.errors import SchemaError
 from data_schemas.executor import Executor, ExecutorOptions, TaskResources
+from data_schemas.file_id import file_id
 from data_schemas.h5io import read_if_current
 from data_schemas.keypoints2d import Keypoints2D, read_keypoints2d, write_keypoints2d
 from data_schemas.lock import writing_all
@@ -144,13 +145,6 @@ def make_detector(cfg: DetectConfig):
     raise ValueError(f"unknown backend {cfg.backend!r}")
 
 
-def _file_id(p: Path | None) -> str:
-    if p is None or not Path(p).is_file():
-        return f"{p}:missing"
-    st = Path(p).stat()
-    return f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def detector_config(cfg: DetectConfig) -> dict:
     """The whole resolved configuration of the detector: backend, every option of its config and its
     model files (name, size, mtime). What a chunk file's candidates depend on besides the video."""
@@ -158,7 +152,7 @@ def detector_config(cfg: DetectConfig) -> dict:
     opts = dataclasses.asdict(backend) if backend is not None else {}
     models = [cfg.dwpose.det_model, cfg.dwpose.pose_model] if cfg.backend == "dwpose" else \
         [cfg.mmpose_config, cfg.mmpose_checkpoint] if cfg.backend == "mmpose" else []
-    return {"backend": cfg.backend, "options": opts, "models": [_file_id(m) for m in models]}
+    return {"backend": cfg.backend, "options": opts, "models": [file_id(m) for m in models]}
 
 
 def detector_fingerprint(cfg: DetectConfig) -> str:
@@ -169,7 +163,7 @@ def detector_fingerprint(cfg: DetectConfig) -> str:
 def chunk_fingerprint(video: Path, cfg: DetectConfig, detector: str) -> str:
     """A chunk file's inputs: its video (name, size, mtime), the detector's whole configuration and
     its name (library version)."""
-    doc = f"{_file_id(video)}\n{detector}\n{detector_fingerprint(cfg)}"
+    doc = f"{file_id(video)}\n{detector}\n{detector_fingerprint(cfg)}"
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
@@ -184,7 +178,7 @@ def sequence_fingerprint(session: Session, seq: str, cfg: DetectConfig, detector
     h.update(f"instants={instants.start}:{instants.stop}\n".encode())
     offsets = {c.name: c.frame_offset for c in session.config.cameras}
     for cam in session.cameras:
-        h.update(f"{cam}={_file_id(session.sequence_video(seq, cam))}:{offsets[cam]}\n".encode())
+        h.update(f"{cam}={file_id(session.sequence_video(seq, cam))}:{offsets[cam]}\n".encode())
     return h.hexdigest()[:16]
 
 
