@@ -19,6 +19,18 @@ import numpy as np
 from data_schemas.keypoints import N_HAND_JOINTS, N_KEYPOINTS
 
 
+def in_image(px: np.ndarray, width: float, height: float) -> np.ndarray:
+    """(..., >= 2) pixel positions (x, y first) -> (...) bool: inside an image of that width and height."""
+    return (px[..., 0] >= 0) & (px[..., 0] < width) & (px[..., 1] >= 0) & (px[..., 1] < height)
+
+
+def hand_boxes_overlap(px: np.ndarray, grow: np.ndarray | float = 0.0) -> np.ndarray:
+    """(F, 2, n, 2) both hands' points per frame -> (F,) bool: the hands' bounding boxes, each grown by
+    ``grow`` px ((F, 2, 1) per hand, or one number), overlap."""
+    lo, hi = px.min(axis=2) - grow, px.max(axis=2) + grow  # (F, 2, 2)
+    return (np.minimum(hi[:, 0], hi[:, 1]) > np.maximum(lo[:, 0], lo[:, 1])).all(axis=-1)
+
+
 @dataclass
 class HandCandidate:
     keypoints: np.ndarray  # (21, 3) float: x, y px, score in [0, 1]; our per-hand order

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capture.detect.base import hand_boxes_overlap, in_image
 from capture.studio.detector_check import REFERENCE_HEIGHT, DetectorScore
 from data_schemas.keypoints2d import Keypoints2D
 
@@ -66,7 +67,7 @@ def _camera_views(kp: Keypoints2D, truth: Keypoints2D):
         W, H = truth.image_sizes[g]
         det = kp.keypoints[c, i_kp].reshape(len(common), 2, 21, 3)
         true = truth.keypoints[g, i_gt, :, :2].reshape(len(common), 2, 21, 2)
-        inside = ((true[..., 0] >= 0) & (true[..., 0] < W) & (true[..., 1] >= 0) & (true[..., 1] < H)).all(-1)
+        inside = in_image(true, W, H).all(-1)
         yield cam, i_gt, det, true, inside, H
 
 
@@ -83,9 +84,7 @@ def score_overlapping(kp: Keypoints2D, truth: Keypoints2D, match_fraction: float
     where it lies wholly in the image, covered or not): where re-detection guided by the fit is for."""
     s = DetectionScore()
     for _, _, det, true, inside, H in _camera_views(kp, truth):
-        lo, hi = true.min(axis=2), true.max(axis=2)  # (F, 2, 2)
-        overlap = (np.minimum(hi[:, 0], hi[:, 1]) > np.maximum(lo[:, 0], lo[:, 1])).all(axis=-1)  # (F,)
-        s.add(_score(det, true, inside & overlap[:, None], H, match_fraction))
+        s.add(_score(det, true, inside & hand_boxes_overlap(true)[:, None], H, match_fraction))
     return s
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from capture.detect.base import hand_boxes_overlap, in_image
 from capture.detect.roi import SCALE, SHIFT, hand_roi
 from capture.detect.stage import Chunk as VideoChunk
 from data_schemas.atomic import atomic_path
@@ -151,7 +152,7 @@ def plan_views(rig: CameraRig, kp: Keypoints2D, joints: np.ndarray, opts: Redete
         W, H = cam.size
         proj = cam.project(joints.reshape(-1, 3)).reshape(F, 2, N_HAND_JOINTS, 2)
         z = cam.to_camera(joints.reshape(-1, 3))[:, 2].reshape(F, 2, N_HAND_JOINTS)
-        inside = (proj[..., 0] >= 0) & (proj[..., 0] < W) & (proj[..., 1] >= 0) & (proj[..., 1] < H)
+        inside = in_image(proj, W, H)
         in_view = (z > 0).all(axis=-1) & (inside.mean(axis=-1) >= 0.5)  # (F, 2)
         size = np.linalg.norm(np.ptp(proj, axis=2), axis=-1)  # (F, 2) px
         found = (det[c, ..., 2] > 0).sum(axis=-1) >= MIN_FOUND  # (F, 2)
@@ -159,9 +160,7 @@ def plan_views(rig: CameraRig, kp: Keypoints2D, joints: np.ndarray, opts: Redete
         d_other = _mean_px(det[c], proj[:, ::-1])
         swapped = found & (d_other < d_own)
         disagrees = found & ~swapped & (d_own > opts.disagree * size)
-        grow = opts.overlap_margin * size[..., None]  # (F, 2, 1)
-        lo, hi = proj.min(axis=2) - grow, proj.max(axis=2) + grow  # (F, 2, 2)
-        overlap = (np.minimum(hi[:, 0], hi[:, 1]) > np.maximum(lo[:, 0], lo[:, 1])).all(axis=-1)  # (F,)
+        overlap = hand_boxes_overlap(proj, opts.overlap_margin * size[..., None])  # (F,)
         flags = MISSING * ~found | SWAPPED * swapped | DISAGREES * disagrees | OVERLAP * overlap[:, None]
         need[c] = np.where(in_view, flags, 0)
     return need
@@ -406,8 +405,7 @@ def _assemble(kp: Keypoints2D, files: list[Path], opts: RedetectOptions) -> tupl
                 if presence < opts.min_presence or not off < opts.max_off_fit:
                     continue
                 W, H = kp.image_sizes[c]
-                inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
-                keep = inside & (state != HIDDEN_BY_OTHER) & (state != OUTSIDE)
+                keep = in_image(pts, W, H) & (state != HIDDEN_BY_OTHER) & (state != OUTSIDE)
                 block = guided[c, row[int(t)], h]
                 block[keep] = np.concatenate([pts[keep, :2], np.ones((int(keep.sum()), 1))], axis=1)
                 redetected[c, row[int(t)], h] = True

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from capture.detect.base import in_image
 from data_schemas.calibration import Camera
 from data_schemas.keypoints import N_HAND_JOINTS
 from data_schemas.landmarks import DEFINITIONS_DIR, LandmarkDefinition, write_landmarks
@@ -215,7 +216,7 @@ def collect_samples(cfg: LandmarkFitConfig, model, detector) -> tuple[LandmarkSa
                     sample.append(first + 2 * i + h)
                     camera.append(take.camera)
                     points.append(pts)
-                    found.append((pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H))
+                    found.append(in_image(pts, W, H))
         LOG.info("landmarks: %s rendered and detected, %d hand views so far", family, len(sample))
     return LandmarkSamples(np.stack(vertices).astype(np.float32), list(rig.cameras), np.array(sample),
                            np.array(camera), np.array(points), np.array(found), np.stack(joints)), views

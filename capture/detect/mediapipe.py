@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture.detect.base import HandCandidate
+from capture.detect.base import HandCandidate, in_image
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors only
 # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 flags on every image
@@ -128,7 +128,7 @@ class MediaPipeHands:
             H, W = image.shape[:2]
             cands = []
             for pts, p_left, chiral in self.hands(image):
-                inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
+                inside = in_image(pts, W, H)
                 kp = np.concatenate([pts[:, :2], inside[:, None].astype(float)], axis=1)  # (21, 3)
                 cands.append(HandCandidate(kp, _logit(p_left) - self.cfg.geometry_weight * chiral))
             per_image.append(cands)
