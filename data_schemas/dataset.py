@@ -133,6 +133,12 @@ class AppendSummary:
 
 # ---- the split and fingerprints ------------------------------------------------------
 
+def usable_frames(valid: np.ndarray, confidence: np.ndarray, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:
+    """(F,) the frames a model learns from: both hands valid (F, 2) and of confidence (F, 2) at least
+    ``min_confidence``."""
+    return (valid & (confidence >= min_confidence)).all(-1)
+
+
 def assign_split(name: str, seed: int, ratios: tuple[float, float, float]) -> str:
     """"train" | "val" | "test" for a sequence: u = hash(seed, name) in [0, 1) against the
     cumulative ratios. Depends on nothing else, so adding data never moves a sequence."""
@@ -432,7 +438,7 @@ class Windows:
             else:
                 group = cache.reader(self._shards[k]).file[self._groups[k]]
                 valid, conf = (h5io.read_array(group, f, self._shards[k]) for f in ("valid", "confidence"))
-            usable = (valid & (conf >= min_confidence)).all(-1)  # (F,)
+            usable = usable_frames(valid, conf, min_confidence)
             bad = np.concatenate([[0], np.cumsum(~usable)])  # (F + 1,) unusable frames before each
             starts = np.arange(0, self._frames[k] - self.window + 1, self.stride)
             ok = bad[starts + self.window] == bad[starts]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data_schemas.calibration import read_calibration
-from data_schemas.dataset import MIN_CONFIDENCE
+from data_schemas.dataset import usable_frames
 from data_schemas.errors import SchemaError
 from data_schemas.joints3d import read_joints3d
 from data_schemas.manifest import read_manifest, shard_path
@@ -83,18 +83,14 @@ def _contact(seq_or_fit, model, valid: np.ndarray) -> np.ndarray:
                           seq_or_fit.transl, valid, flat_hand_mean=seq_or_fit.flat_hand_mean).contact
 
 
-def _exported(dataset: Path) -> dict[str, ShardSequence]:
+def _exported(dataset: Path, names: list[str]) -> dict[str, ShardSequence]:
+    """The sequences of ``names`` that the dataset in ``dataset`` holds."""
     manifest = read_manifest(dataset)
     out: dict[str, ShardSequence] = {}
-    for row in manifest.itertuples():
-        out[str(row.name)] = ShardReader(shard_path(dataset, row.shard)).read(str(row.name))
+    for row in manifest[manifest["name"].isin(names)].itertuples():
+        with ShardReader(shard_path(dataset, row.shard)) as reader:
+            out[str(row.name)] = reader.read(str(row.name))
     return out
-
-
-def _kept(seq: ShardSequence) -> np.ndarray:
-    """(F,) the frames the training loader takes by default: both hands valid and trusted at least
-    ``MIN_CONFIDENCE``."""
-    return (seq.valid & (seq.confidence >= MIN_CONFIDENCE)).all(axis=1)
 
 
 def _sequence(root: Path, name: str, exported: ShardSequence | None, align) -> _Sequence:
@@ -102,7 +98,7 @@ def _sequence(root: Path, name: str, exported: ShardSequence | None, align) -> _
     truth_fit = read_mano(truth_dir / "mano.h5")
     truth = read_joints3d(truth_dir / "joints3d.h5")
     F = len(truth.frames)
-    model = hand_model_for("open_hand", None, truth_dir / "mano.h5")
+    model = hand_model_for(truth_fit.hand_model, None, truth_dir / "mano.h5")
     true_contact = _contact(truth_fit, model, np.ones((F, 2), bool))
     errors = np.full((F, truth.joints.shape[1]), np.nan)
     kept = np.zeros(F, bool)
@@ -117,9 +113,8 @@ def _sequence(root: Path, name: str, exported: ShardSequence | None, align) -> _
             if exported.n_frames != len(fit.frames):
                 raise SchemaError(mano_path, f"has {len(fit.frames)} frames, its sequence in the dataset "
                                              f"{exported.n_frames}: export again")
-            keep = _kept(exported)
-            kmodel = hand_model_for("mano" if exported.hand_model == "mano" else "open_hand", None, mano_path)
-            contact = _contact(exported, kmodel, exported.valid)
+            keep = usable_frames(exported.valid, exported.confidence)  # what the training loader takes
+            contact = _contact(exported, hand_model_for(exported.hand_model, None, mano_path), exported.valid)
             kept[j] = keep[i]
             export_contact[j] = contact[i] & keep[i]
             export_mindist[j] = np.where(keep[i], shortest_joint_distance(exported.joints[i]), np.nan)
@@ -140,8 +135,8 @@ def interaction_figures(root: str | Path, dataset: str | Path | None = None) -> 
     cfg = read_session_toml(root / SESSION_TOML)
     align = world_alignment(read_calibration(root / CALIBRATION_TOML),
                             read_calibration(root / TRUTH / "calibration.toml"))
-    exported = _exported(dataset) if dataset.is_dir() else {}
     names = sorted(p.name for p in (root / TRUTH / "sequences").iterdir() if (p / "mano.h5").is_file())
+    exported = _exported(dataset, [f"{cfg.name}.{n}" for n in names]) if dataset.is_dir() else {}
     seqs = [_sequence(root, n, exported.get(f"{cfg.name}.{n}"), align) for n in names]
     cat = {k: np.concatenate([getattr(s, k) for s in seqs]) for k in _Sequence.__dataclass_fields__}
     close = cat["true_mindist"] < CLOSE
